@@ -1,0 +1,129 @@
+"""HostFact's invoice hooks as factsync receives them: one pydantic model per action.
+
+HostFact sends ids as ints or strings, amounts as numbers or strings and flags as bools or 0/1; the models
+accept all of them and normalise (ids to int, amounts to Decimal, flags to bool).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+
+def _to_id(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("an id is a positive whole number, not a boolean")
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _to_amount(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("an amount is a number, not a boolean")
+    if isinstance(value, int | float | str):
+        try:
+            amount = Decimal(str(value).strip())
+        except InvalidOperation:
+            raise ValueError(f"{value!r} is not an amount") from None
+        if not amount.is_finite():
+            raise ValueError(f"{value!r} is not an amount")
+        return amount.quantize(Decimal("0.01"))
+    return value
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _to_flag(value: Any) -> Any:
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ValueError(f"{value!r} is not true or false")
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    return value
+
+
+def _to_count(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return value
+
+
+Id = Annotated[int, BeforeValidator(_to_id), Field(gt=0, strict=True)]
+Amount = Annotated[Decimal, BeforeValidator(_to_amount)]
+Flag = Annotated[bool, BeforeValidator(_to_flag), Field(strict=True)]
+Count = Annotated[int, BeforeValidator(_to_count), Field(ge=0, strict=True)]
+Code = Annotated[str, Field(min_length=1, max_length=255)]
+
+
+class InvoiceHook(BaseModel):
+    """The keys every invoice hook carries: the invoice's id and number and its debtor's id."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    id: Id
+    Debtor: Id
+    InvoiceCode: Code
+
+    @property
+    def document_id(self) -> int:
+        """The source invoice whose state this hook says changed (the original, for a credit)."""
+        return self.id
+
+
+class InvoiceSentHook(InvoiceHook):
+    """invoice_is_sent and the reminder and summation hooks: the counters are the values after the send."""
+
+    viaMail: Flag = False
+    viaPost: Flag = False
+    Sent: Count
+    Reminders: Count
+    Summations: Count
+
+
+class InvoicePartlyPaidHook(InvoiceHook):
+    AmountPaidNow: Amount
+    AmountPaidTotal: Amount
+    # Negative after an overpayment: HostFact leaves such an invoice at Status 3.
+    AmountOpen: Amount
+
+
+class InvoiceCreditedHook(InvoiceHook):
+    """``id``/``InvoiceCode`` are the original invoice; ``CreditInvoice*`` the new Status 8 invoice."""
+
+    CreditInvoiceID: Id
+    CreditInvoiceCode: Code
+
+
+HOOKS: dict[str, type[InvoiceHook]] = {
+    "invoice_is_created": InvoiceHook,
+    "invoice_is_edited": InvoiceHook,
+    "invoice_is_sent": InvoiceSentHook,
+    "invoice_reminder_is_sent": InvoiceSentHook,
+    "invoice_summation_is_sent": InvoiceSentHook,
+    "invoice_is_partly_paid": InvoicePartlyPaidHook,
+    "invoice_is_paid": InvoiceHook,
+    "invoice_is_unpaid": InvoiceHook,
+    "invoice_is_credited": InvoiceCreditedHook,
+}
+
+
+def parse_hook(action: str, data: Any) -> InvoiceHook | None:
+    """The validated hook, or None for an action factsync does not act on.
+
+    Raises pydantic.ValidationError naming the bad fields.
+    """
+    model = HOOKS.get(action)
+    if model is None:
+        return None
+    return model.model_validate(data)

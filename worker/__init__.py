@@ -1,0 +1,1 @@
+"""The runtime of factsync: configuration, listener, event store and queue, workers, command line."""

@@ -1,0 +1,219 @@
+"""factsync's settings: one typed object, read from `factsync.toml` and `FACTSYNC_*` environment variables.
+
+A wrong or missing setting stops start-up with a `ConfigError` that names the setting.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from standardwebhooks import Webhook
+
+from tasks.model import Administration, Ledger, Route
+from tasks.protocol import Dialect
+
+CONFIG_ENV = "FACTSYNC_CONFIG"
+DEFAULT_CONFIG = Path("factsync.toml")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the setting and what is wrong with it."""
+
+
+class SourceSettings(BaseModel):
+    """A HostFact administration that sends hooks (through `hooks.php`) and answers API reads."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_url: AnyHttpUrl
+    api_key: SecretStr
+    # Several at once so a secret can be rotated without dropping hooks signed with the old one.
+    hook_secrets: list[SecretStr] = Field(min_length=1)
+    dialect: Dialect = "hostfact"
+    rate_limit_per_minute: int = Field(default=300, gt=0)
+
+    @model_validator(mode="after")
+    def _secrets_are_standard_webhooks_secrets(self) -> SourceSettings:
+        for index, secret in enumerate(self.hook_secrets):
+            value = secret.get_secret_value()
+            try:
+                Webhook(value)
+            except Exception:
+                raise ValueError(
+                    f"hook_secrets[{index}] is not a Standard Webhooks secret ('whsec_' + base64)"
+                ) from None
+        return self
+
+
+class TargetSettings(BaseModel):
+    """A WeFact or HostFact administration that factsync writes to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_url: AnyHttpUrl
+    api_key: SecretStr
+    dialect: Dialect = "wefact"
+    # WeFact publishes about 200-500 calls a minute per IP and bans on a breach: stay well under.
+    rate_limit_per_minute: int = Field(default=150, gt=0)
+
+
+class RouteSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: str
+    target: str
+    ledger: Ledger = "sales"
+    creditors: dict[str, str] = Field(default_factory=dict)
+    mirror_drafts: bool = False
+    dry_run: bool = False
+
+
+class RetrySettings(BaseModel):
+    """Exponential backoff with full jitter, bounded in tries and in time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tries: int = Field(default=10, ge=1)
+    base_delay: float = Field(default=1.0, gt=0)
+    max_delay: float = Field(default=300.0, gt=0)
+    # No event is retried longer than this after its first try; then it goes to the failed store.
+    max_span: float = Field(default=6 * 3600.0, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FACTSYNC_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    # None: factsync starts an embedded Redis server with AOF in `data_dir`.
+    redis_url: str | None = None
+    data_dir: Path = Path("var")
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=64 * 1024, gt=0)
+    timestamp_tolerance: int = Field(default=300, gt=0)
+    # How long a webhook-id is remembered; resend.php may deliver a spooled hook days later.
+    dedup_ttl: int = Field(default=30 * 24 * 3600, gt=0)
+    poll_delay: float = Field(default=0.05, gt=0)
+    job_timeout: float = Field(default=120.0, gt=0)
+    shutdown_grace: float = Field(default=20.0, ge=0)
+    max_jobs: int = Field(default=20, gt=0)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    sources: dict[str, SourceSettings] = Field(default_factory=dict)
+    targets: dict[str, TargetSettings] = Field(default_factory=dict)
+    routes: dict[str, RouteSettings] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_path_var.get()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _routes_name_known_administrations(self) -> Settings:
+        for name, route in self.routes.items():
+            if route.source not in self.sources:
+                raise ValueError(f"routes.{name}.source: no source named {route.source!r} in [sources]")
+            if route.target not in self.targets:
+                raise ValueError(f"routes.{name}.target: no target named {route.target!r} in [targets]")
+            if route.ledger == "purchase" and not route.creditors:
+                raise ValueError(
+                    f"routes.{name}.creditors: a purchase route needs a debtor code -> creditor code map"
+                )
+        return self
+
+    @property
+    def job_expiry_ms(self) -> int:
+        """A queued job must outlive the whole retry span: arq drops a job whose key has expired."""
+        return int((self.retry.max_span + 24 * 3600) * 1000)
+
+    @property
+    def lease_ms(self) -> int:
+        """A document's lease: longer than a slow API call, short enough that a dead worker's expires soon."""
+        return 60_000
+
+    def source(self, name: str) -> Administration:
+        s = self.sources[name]
+        return Administration(
+            name=name,
+            dialect=s.dialect,
+            api_url=s.api_url,
+            api_key=s.api_key,
+            rate_limit_per_minute=s.rate_limit_per_minute,
+        )
+
+    def target(self, name: str) -> Administration:
+        t = self.targets[name]
+        return Administration(
+            name=name,
+            dialect=t.dialect,
+            api_url=t.api_url,
+            api_key=t.api_key,
+            rate_limit_per_minute=t.rate_limit_per_minute,
+        )
+
+    def route(self, name: str) -> Route:
+        r = self.routes[name]
+        return Route(name=name, **r.model_dump())
+
+    def routes_of(self, source: str) -> list[Route]:
+        return [self.route(name) for name, r in self.routes.items() if r.source == source]
+
+
+# The config file being loaded: settings_customise_sources is a classmethod and cannot take arguments.
+_config_path_var: ContextVar[Path | None] = ContextVar("factsync_config_path", default=None)
+
+
+def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
+    """Read the settings from ``path`` (or $FACTSYNC_CONFIG, or ./factsync.toml when it exists) and the env.
+
+    Raises ConfigError naming the first bad setting.
+    """
+    if path is None and os.environ.get(CONFIG_ENV):
+        path = os.environ[CONFIG_ENV]
+    if path is None and DEFAULT_CONFIG.exists():
+        path = DEFAULT_CONFIG
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+    token = _config_path_var.set(path)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+    except ValueError as exc:  # a TOML syntax error surfaces as tomllib.TOMLDecodeError (a ValueError)
+        raise ConfigError(f"{path}: {exc}") from None
+    finally:
+        _config_path_var.reset(token)
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    where = f" in {path}" if path else ""
+    lines = [f"invalid configuration{where}:"]
+    for error in exc.errors():
+        setting = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "missing":
+            message = "missing (required)"
+        lines.append(f"  {setting}: {message}" if setting else f"  {message}")
+    return "\n".join(lines)

@@ -1,0 +1,155 @@
+"""One writer per (route, document), and coalescing: the Redis scripts that decide who syncs a document.
+
+- `schedule`: an event joins the document's pending set; a sync job is queued unless one is already
+  queued and not started.
+- `claim`: a starting job takes the document's lease, or, when another job holds it, leaves its events to
+  that job and stands down (no job waits on a lock and holds a worker slot).
+- `release`: the holder gives the lease back and, when events arrived during its run, queues exactly one
+  follow-up job.
+Each is one script, so no interleaving of them can strand an event in the pending set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from worker import keys
+from worker.queue import SYNC, job_body, now_ms, sync_job_id
+
+# KEYS: pending, scheduled, job key, queue   ARGV: event id, expiry ms, score, job id, job body
+_SCHEDULE = """
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if not redis.call('SET', KEYS[2], ARGV[4], 'NX', 'PX', ARGV[2]) then
+  return false
+end
+redis.call('PSETEX', KEYS[3], ARGV[2], ARGV[5])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
+return ARGV[4]
+"""
+
+# KEYS: lock, scheduled, pending   ARGV: token, lease ms, this job's id
+# Returns the pending event ids when the lease is taken, false when another job holds it.
+_CLAIM = """
+if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local holder = redis.call('GET', KEYS[1])
+  if holder ~= ARGV[1] then return false end
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return redis.call('SMEMBERS', KEYS[3])
+"""
+
+# KEYS: lock   ARGV: token, lease ms
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+# KEYS: lock, pending, scheduled, job key, queue
+# ARGV: token, expiry ms, score, job id, job body, done event ids...
+_RELEASE = """
+if #ARGV > 5 then redis.call('SREM', KEYS[2], unpack(ARGV, 6)) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('SCARD', KEYS[2]) == 0 then return false end
+if not redis.call('SET', KEYS[3], ARGV[4], 'NX', 'PX', ARGV[2]) then return false end
+redis.call('PSETEX', KEYS[4], ARGV[2], ARGV[5])
+redis.call('ZADD', KEYS[5], ARGV[3], ARGV[4])
+return ARGV[4]
+"""
+
+
+@dataclass
+class Claim:
+    """The lease on one document and the events this run answers for."""
+
+    route: str
+    document: str
+    token: str
+    event_ids: list[str]
+
+
+class Documents:
+    def __init__(self, redis: Redis, *, lease_ms: int, job_expiry_ms: int) -> None:
+        self.redis = redis
+        self.lease_ms = lease_ms
+        self.job_expiry_ms = job_expiry_ms
+        self._schedule = redis.register_script(_SCHEDULE)
+        self._claim = redis.register_script(_CLAIM)
+        self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(_RELEASE)
+
+    async def schedule(self, route: str, document: str, event_id: str) -> str | None:
+        """Make sure a sync of (route, document) will run after this event; returns a new job's id, if any."""
+        job_id, score = sync_job_id(route, document), now_ms()
+        result = await self._schedule(
+            keys=[
+                keys.pending(route, document),
+                keys.scheduled(route, document),
+                keys.job(job_id),
+                keys.QUEUE,
+            ],
+            args=[event_id, self.job_expiry_ms, score, job_id, job_body(SYNC, (route, document), score)],
+        )
+        return _text(result) if result else None
+
+    async def claim(self, route: str, document: str, job_id: str) -> Claim | None:
+        token = secrets.token_hex(8)
+        result = await self._claim(
+            keys=[keys.lock(route, document), keys.scheduled(route, document), keys.pending(route, document)],
+            args=[token, self.lease_ms, job_id],
+        )
+        if result is None:
+            return None
+        return Claim(route, document, token, sorted(_text(item) for item in result))
+
+    async def release(self, claim: Claim, done: list[str]) -> str | None:
+        """Give the lease back; returns the id of the follow-up job queued for events that came meanwhile."""
+        job_id, score = sync_job_id(claim.route, claim.document), now_ms()
+        result = await self._release(
+            keys=[
+                keys.lock(claim.route, claim.document),
+                keys.pending(claim.route, claim.document),
+                keys.scheduled(claim.route, claim.document),
+                keys.job(job_id),
+                keys.QUEUE,
+            ],
+            args=[
+                claim.token,
+                self.job_expiry_ms,
+                score,
+                job_id,
+                job_body(SYNC, (claim.route, claim.document), score),
+                *done,
+            ],
+        )
+        return _text(result) if result else None
+
+    @contextlib.asynccontextmanager
+    async def kept_alive(self, claim: Claim) -> AsyncIterator[None]:
+        """Renew the lease while the body runs, so a slow API call keeps it but a dead worker loses it."""
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(self.lease_ms / 3000)
+                await self._renew(
+                    keys=[keys.lock(claim.route, claim.document)], args=[claim.token, self.lease_ms]
+                )
+
+        task = asyncio.create_task(renew())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

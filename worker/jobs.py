@@ -1,0 +1,173 @@
+"""The arq side: the fan-out job, the sync job around `tasks.sync`, and the worker's settings.
+
+The retry loop lives here and only here: transient API failures come back as arq `Retry` with a backoff;
+permanent ones, and transient ones out of tries or time, are recorded as failed on every waiting event.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import aiohttp
+import structlog
+from arq import Retry
+from arq.connections import RedisSettings
+from arq.worker import func
+
+from tasks.client import ApiClient
+from tasks.errors import ApiError, BannedError, RateLimited, TransientError
+from tasks.hooks import parse_hook
+from tasks.sync import SyncResult, sync_invoice
+from worker import keys
+from worker.config import Settings
+from worker.documents import Claim, Documents
+from worker.queue import FAN_OUT, SYNC, job_deserializer, job_serializer
+from worker.retry import backoff, give_up_reason
+from worker.store import EventStore
+
+log = structlog.get_logger(__name__)
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx["settings"]
+    redis = ctx["redis"]
+    ctx["store"] = EventStore(redis, dedup_ttl=settings.dedup_ttl, job_expiry_ms=settings.job_expiry_ms)
+    ctx["documents"] = Documents(redis, lease_ms=settings.lease_ms, job_expiry_ms=settings.job_expiry_ms)
+    session = aiohttp.ClientSession()
+    ctx["session"] = session
+    ctx["clients"] = {
+        **{name: ApiClient(settings.source(name), session=session) for name in settings.sources},
+        **{name: ApiClient(settings.target(name), session=session) for name in settings.targets},
+    }
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    session = ctx.get("session")
+    if session is not None:
+        await session.close()
+
+
+async def fan_out(ctx: dict[str, Any], event_id: str) -> str:
+    """Queue the sync of the event's document on every route of its source."""
+    settings: Settings = ctx["settings"]
+    store: EventStore = ctx["store"]
+    event = await store.get(event_id)
+    if event is None:
+        return "event gone"
+    if event.status not in ("queued", "running"):
+        return f"event already {event.status}"
+    hook = parse_hook(event.action, event.payload)
+    if hook is None:
+        await store.set_status(event_id, "ignored", reason=f"factsync does not act on {event.action!r}")
+        return "ignored"
+    routes = settings.routes_of(event.source)
+    if not routes:
+        await store.set_status(event_id, "ignored", reason=f"no route has source {event.source!r}")
+        return "ignored: no route"
+    await store.start(event_id, [route.name for route in routes])
+    documents: Documents = ctx["documents"]
+    for route in routes:
+        await documents.schedule(route.name, str(hook.document_id), event_id)
+    return f"fanned out to {len(routes)} route(s)"
+
+
+async def sync_document(ctx: dict[str, Any], route_name: str, document: str) -> str:
+    """Bring one document of one route in step, answering for every event waiting on it."""
+    documents: Documents = ctx["documents"]
+    claim = await documents.claim(route_name, document, ctx["job_id"])
+    if claim is None:
+        return "another worker holds this document; it will run once more after its current sync"
+    done: list[str] = []
+    try:
+        if claim.event_ids:
+            async with documents.kept_alive(claim):
+                done = await _sync_claimed(ctx, claim)
+    finally:
+        follow_up = await documents.release(claim, done)
+    if follow_up:
+        log.info("sync.follow_up", route=route_name, document=document, job_id=follow_up)
+    return f"answered {len(done)} event(s)"
+
+
+async def _sync_claimed(ctx: dict[str, Any], claim: Claim) -> list[str]:
+    settings: Settings = ctx["settings"]
+    store: EventStore = ctx["store"]
+    attempt: int = ctx["job_try"]
+    for event_id in claim.event_ids:
+        await store.record_try(event_id, attempt)
+    started = time.monotonic()
+    outcome: dict[str, Any]
+    try:
+        if claim.route not in settings.routes:
+            raise LookupError(f"route {claim.route!r} is no longer configured")
+        route = settings.route(claim.route)
+        clients: dict[str, ApiClient] = ctx["clients"]
+        result: SyncResult = await sync_invoice(
+            route, int(claim.document), source=clients[route.source], target=clients[route.target]
+        )
+        outcome = {
+            "status": result.status,
+            "detail": result.detail,
+            "calls": result.calls,
+            "planned": result.planned,
+            "tries": attempt,
+        }
+    except TransientError as exc:
+        elapsed = time.time() - ctx["enqueue_time"].timestamp()
+        delay = exc.retry_after if isinstance(exc, RateLimited) else backoff(attempt, settings.retry)
+        reason = give_up_reason(attempt, elapsed, delay, settings.retry)
+        if reason is None:
+            log.info("sync.retry", route=claim.route, document=claim.document, attempt=attempt, delay=delay)
+            raise Retry(defer=delay) from exc
+        outcome = _failed(f"{reason}: {exc.message}", exc, attempt)
+    except BannedError as exc:
+        outcome = _failed(f"the target banned this IP (HTTP 403), not retried: {exc.message}", exc, attempt)
+    except ApiError as exc:
+        outcome = _failed(f"the API refused: {exc.message}", exc, attempt)
+    except Exception as exc:
+        log.exception("sync.crashed", route=claim.route, document=claim.document)
+        outcome = _failed(f"internal error: {type(exc).__name__}: {exc}", None, attempt)
+    outcome["elapsed_ms"] = round((time.monotonic() - started) * 1000)
+    for event_id in claim.event_ids:
+        await store.record_outcome(event_id, claim.route, outcome)
+    log.info(
+        "sync.finished",
+        route=claim.route,
+        document=claim.document,
+        status=outcome["status"],
+        events=len(claim.event_ids),
+    )
+    return claim.event_ids
+
+
+def _failed(reason: str, exc: ApiError | None, attempt: int) -> dict[str, Any]:
+    return {"status": "failed", "reason": reason, "exchange": exc.exchange if exc else None, "tries": attempt}
+
+
+def worker_settings(settings: Settings, redis_url: str) -> dict[str, Any]:
+    """arq `Worker` keyword arguments: ``arq.worker.Worker(**worker_settings(settings, url))``."""
+    # arq's own try limit is only a backstop; the retry policy above decides, and records, giving up.
+    backstop = settings.retry.max_tries + 50
+    return {
+        "functions": [
+            func(fan_out, name=FAN_OUT, timeout=30, max_tries=backstop),
+            func(sync_document, name=SYNC, timeout=settings.job_timeout, max_tries=backstop),
+        ],
+        "redis_settings": RedisSettings.from_dsn(redis_url),
+        "queue_name": keys.QUEUE,
+        "poll_delay": settings.poll_delay,
+        "max_jobs": settings.max_jobs,
+        "job_timeout": settings.job_timeout,
+        "keep_result": 0,
+        "job_serializer": job_serializer,
+        "job_deserializer": job_deserializer,
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "ctx": {"settings": settings},
+        # On SIGTERM stop taking jobs and let running ones finish; what is still running after the grace
+        # period is cancelled and stays queued, so another worker runs it again.
+        "job_completion_wait": int(settings.shutdown_grace),
+        "health_check_key": keys.health_check(),
+        "health_check_interval": 10,
+    }

@@ -1,0 +1,52 @@
+"""Every Redis key factsync writes, in one place. arq's own keys (`arq:job:*`, ...) are arq's."""
+
+from __future__ import annotations
+
+from arq.constants import job_key_prefix
+
+PREFIX = "factsync"
+
+QUEUE = f"{PREFIX}:queue"
+
+
+def health_check() -> str:
+    """arq writes its worker heartbeat here."""
+    return f"{QUEUE}:health-check"
+
+
+# All events by received time (score: ms since the epoch).
+EVENTS = f"{PREFIX}:events"
+
+
+def event(event_id: str) -> str:
+    return f"{PREFIX}:event:{event_id}"
+
+
+def by_status(status: str) -> str:
+    """Events in one status, by the time they entered it; ``by_status('failed')`` is the failed store."""
+    return f"{PREFIX}:status:{status}"
+
+
+def webhook(source: str, webhook_id: str) -> str:
+    """webhook-id -> event id, so a re-delivery is answered with the original event."""
+    return f"{PREFIX}:webhook:{source}:{webhook_id}"
+
+
+def pending(route: str, document: str) -> str:
+    """Event ids waiting for the next sync of one (route, document)."""
+    return f"{PREFIX}:pending:{route}:{document}"
+
+
+def scheduled(route: str, document: str) -> str:
+    """Set while a sync job for (route, document) is queued and has not started: coalesces events."""
+    return f"{PREFIX}:scheduled:{route}:{document}"
+
+
+def lock(route: str, document: str) -> str:
+    """The lease of the one task that may write (route, document)."""
+    return f"{PREFIX}:lock:{route}:{document}"
+
+
+def job(job_id: str) -> str:
+    """arq's key for a queued job's body."""
+    return job_key_prefix + job_id

@@ -1,0 +1,146 @@
+"""The hook listener: verify, validate, record and queue each hook, and answer fast.
+
+Nothing slow happens before the answer: one Redis script records the event and queues its fan-out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+from pydantic import ValidationError
+from redis.asyncio import Redis
+
+from tasks.hooks import parse_hook
+from worker.config import Settings
+from worker.signing import HookVerifier, SignatureError
+from worker.store import EventStore
+
+log = structlog.get_logger(__name__)
+
+STORE = web.AppKey("store", EventStore)
+REDIS = web.AppKey("redis", Redis)
+VERIFIERS = web.AppKey("verifiers", dict[str, HookVerifier])
+SETTINGS = web.AppKey("settings", Settings)
+
+
+def error(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": code, "message": message, **extra}, status=status)
+
+
+async def receive_hook(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    source = request.match_info["source"]
+    verifier = request.app[VERIFIERS].get(source)
+    if verifier is None:
+        return error(404, "unknown_source", f"no source named {source!r} is configured")
+    if request.content_type != "application/json":
+        return error(415, "unsupported_media_type", "send the hook as Content-Type: application/json")
+    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+        return _too_large(settings)
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _too_large(settings)
+    try:
+        webhook_id = verifier.verify(body, request.headers)
+    except SignatureError as exc:
+        log.info("hook.rejected", source=source, reason=str(exc))
+        return error(401, "bad_signature", str(exc))
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return error(415, "not_json", "the body is not JSON")
+    if not isinstance(document, dict):
+        return error(422, "invalid", "the body must be a JSON object", field="(body)")
+    action = document.get("action")
+    data = document.get("data")
+    if not isinstance(action, str) or not action:
+        return error(422, "invalid", "'action' must be a non-empty string", field="action")
+    if not isinstance(data, dict):
+        return error(422, "invalid", "'data' must be an object with the hook's params", field="data")
+    try:
+        hook = parse_hook(action, data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = "data." + ".".join(str(part) for part in first["loc"])
+        problems = [
+            {"field": "data." + ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()
+        ]
+        return error(422, "invalid", f"{field}: {first['msg']}", field=field, problems=problems)
+    payload = hook.model_dump(mode="json") if hook else data
+    ignored = None if hook else f"factsync does not act on {action!r}"
+    accepted = await request.app[STORE].accept(
+        source=source, action=action, payload=payload, webhook_id=webhook_id, ignored_reason=ignored
+    )
+    if accepted.duplicate:
+        log.info("hook.duplicate", source=source, action=action, event_id=accepted.event_id)
+        return web.json_response(
+            {"event_id": accepted.event_id, "status": accepted.status, "duplicate": True}, status=200
+        )
+    log.info(
+        "hook.accepted", source=source, action=action, event_id=accepted.event_id, status=accepted.status
+    )
+    return web.json_response({"event_id": accepted.event_id, "status": accepted.status}, status=202)
+
+
+def _too_large(settings: Settings) -> web.Response:
+    return error(413, "too_large", f"the body is larger than {settings.max_body_bytes} bytes")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        await request.app[REDIS].ping()
+    except Exception as exc:
+        return error(503, "redis_unreachable", f"Redis does not answer: {type(exc).__name__}")
+    return web.json_response({"status": "ready"})
+
+
+@web.middleware
+async def json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every refusal is JSON, including aiohttp's own 404/405/413."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+    except Exception:
+        log.exception("listener.error", path=request.path)
+        return error(500, "internal", "internal error; the hook was not accepted, send it again")
+
+
+def create_app(settings: Settings, redis_url: str) -> web.Application:
+    """The listener application; Redis is opened on start-up and closed on clean-up."""
+    # aiohttp refuses bodies over client_max_size itself; a margin lets the handler answer 413 in JSON.
+    app = web.Application(middlewares=[json_errors], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app[VERIFIERS] = {
+        name: HookVerifier(
+            [secret.get_secret_value() for secret in source.hook_secrets],
+            tolerance=settings.timestamp_tolerance,
+        )
+        for name, source in settings.sources.items()
+    }
+
+    async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+        redis = Redis.from_url(redis_url)
+        app[REDIS] = redis
+        app[STORE] = EventStore(redis, dedup_ttl=settings.dedup_ttl, job_expiry_ms=settings.job_expiry_ms)
+        yield
+        await redis.aclose()
+
+    app.cleanup_ctx.append(redis_ctx)
+    app.router.add_post("/hooks/{source}", receive_hook)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app

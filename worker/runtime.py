@@ -1,0 +1,85 @@
+"""Runs the listener and/or the arq worker in one event loop, with the embedded Redis when none is set."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+from arq.worker import Worker
+
+from worker.config import Settings
+from worker.embedded_redis import EmbeddedRedis
+from worker.jobs import worker_settings
+from worker.listener import create_app
+
+log = structlog.get_logger(__name__)
+
+
+@contextlib.contextmanager
+def redis_for(settings: Settings) -> Iterator[str]:
+    """The configured Redis URL, or an embedded server's for as long as the block runs."""
+    if settings.redis_url:
+        yield settings.redis_url
+        return
+    with EmbeddedRedis(settings.data_dir / "redis") as server:
+        log.info("redis.embedded", url=server.url, data_dir=str(server.data_dir))
+        yield server.url
+
+
+@dataclass
+class Running:
+    listener_url: str | None
+    runner: web.AppRunner | None
+    worker: Worker | None
+    worker_task: asyncio.Task[None] | None
+
+    async def stop(self) -> None:
+        """Graceful: stop taking hooks, let running jobs finish within the grace period, then close."""
+        if self.runner is not None:
+            await self.runner.cleanup()
+        if self.worker is not None and self.worker_task is not None:
+            self.worker.handle_sig_wait_for_completion(signal.SIGTERM)
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.worker_task
+            await self.worker.close()
+
+
+async def start(settings: Settings, redis_url: str, *, listen: bool = True, work: bool = True) -> Running:
+    runner = None
+    url = None
+    if listen:
+        runner = web.AppRunner(create_app(settings, redis_url), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.listen_host, settings.listen_port)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        url = f"http://{host}:{port}"
+        log.info("listener.started", url=url)
+    worker = None
+    task = None
+    if work:
+        worker = Worker(**worker_settings(settings, redis_url), handle_signals=False)
+        task = asyncio.create_task(worker.main())
+        log.info("worker.started", queue=worker.queue_name, max_jobs=settings.max_jobs)
+    return Running(url, runner, worker, task)
+
+
+async def serve(settings: Settings, redis_url: str, *, listen: bool = True, work: bool = True) -> None:
+    """Run until SIGTERM or SIGINT, then stop gracefully."""
+    running = await start(settings, redis_url, listen=listen, work=work)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    waiters = [asyncio.create_task(stop.wait())]
+    if running.worker_task is not None:
+        waiters.append(running.worker_task)  # type: ignore[arg-type]
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    log.info("shutdown.begin", grace_s=settings.shutdown_grace)
+    await running.stop()
+    log.info("shutdown.done")

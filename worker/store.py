@@ -1,0 +1,312 @@
+"""The event store: every accepted hook as a record with its status, tries and outcome per route.
+
+Statuses: queued → running → done | ignored | failed. The `failed` status index is the failed store that
+operators list and re-enqueue from. Writes that must not be torn apart (record + enqueue, outcome +
+status) are single Lua scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from redis.asyncio import Redis
+
+from worker import keys
+from worker.queue import FAN_OUT, fan_out_job_id, job_body, now_ms
+
+Status = Literal["queued", "running", "done", "ignored", "failed"]
+STATUSES: tuple[Status, ...] = ("queued", "running", "done", "ignored", "failed")
+FINAL: frozenset[str] = frozenset({"done", "ignored", "failed"})
+
+
+def new_event_id() -> str:
+    # Time first, so ids sort by arrival; random tail, so two listeners never collide.
+    return f"evt_{now_ms():012x}{secrets.token_hex(5)}"
+
+
+@dataclass
+class Event:
+    id: str
+    source: str
+    action: str
+    payload: dict[str, Any]
+    received_at: float
+    status: Status
+    webhook_id: str = ""
+    generation: int = 0
+    tries: int = 0
+    routes: list[str] = field(default_factory=list)
+    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reason: str = ""
+    last_exchange: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_hash(cls, raw: dict[str, str]) -> Event:
+        outcomes = {
+            name.removeprefix("outcome:"): json.loads(value)
+            for name, value in raw.items()
+            if name.startswith("outcome:")
+        }
+        return cls(
+            id=raw["id"],
+            source=raw["source"],
+            action=raw["action"],
+            payload=json.loads(raw.get("payload") or "{}"),
+            received_at=float(raw["received_at"]),
+            status=raw["status"],  # type: ignore[arg-type]
+            webhook_id=raw.get("webhook_id", ""),
+            generation=int(raw.get("generation", 0)),
+            tries=int(raw.get("tries", 0)),
+            routes=json.loads(raw.get("routes") or "[]"),
+            outcomes=outcomes,
+            reason=raw.get("reason", ""),
+            last_exchange=json.loads(raw["last_exchange"]) if raw.get("last_exchange") else None,
+            history=json.loads(raw.get("history") or "[]"),
+        )
+
+
+@dataclass(frozen=True)
+class Accepted:
+    event_id: str
+    status: Status
+    duplicate: bool
+
+
+# Record an event, remember its webhook-id, and queue its fan-out job, or answer the event that already
+# holds this webhook-id. KEYS: dedup, event, events index, status index, job key, queue.
+# ARGV: event id, dedup ttl s, score ms, job id ('' = no job), job body, job expiry ms, status, fields...
+_ACCEPT = """
+local existing = redis.call('GET', KEYS[1])
+if existing then
+  return {existing, redis.call('HGET', KEYS[2]:gsub('[^:]+$', existing), 'status') or 'queued', 1}
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('HSET', KEYS[2], unpack(ARGV, 8))
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+if ARGV[4] ~= '' then
+  redis.call('PSETEX', KEYS[5], ARGV[6], ARGV[5])
+  redis.call('ZADD', KEYS[6], ARGV[3], ARGV[4])
+end
+return {ARGV[1], ARGV[7], 0}
+"""
+
+# Move an event to a status, keeping the status indexes exact. KEYS: event. ARGV: status, score, fields...
+_SET_STATUS = """
+local old = redis.call('HGET', KEYS[1], 'status')
+if not old then return false end
+local prefix = KEYS[1]:gsub('event:[^:]+$', 'status:')
+local id = redis.call('HGET', KEYS[1], 'id')
+if old ~= ARGV[1] then
+  redis.call('ZREM', prefix .. old, id)
+  redis.call('ZADD', prefix .. ARGV[1], ARGV[2], id)
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 3))
+return old
+"""
+
+# Record one route's outcome; once every route of the event has one, settle the event's status:
+# failed if any route failed, ignored if all were ignored, otherwise done.
+# KEYS: event. ARGV: route, outcome json, outcome status, score.
+_RECORD_OUTCOME = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+redis.call('HSET', KEYS[1], 'outcome:' .. ARGV[1], ARGV[2])
+local routes = cjson.decode(redis.call('HGET', KEYS[1], 'routes') or '[]')
+local failed, ignored, missing = false, true, false
+for _, route in ipairs(routes) do
+  local raw = redis.call('HGET', KEYS[1], 'outcome:' .. route)
+  if not raw then
+    missing = true
+  else
+    local status = cjson.decode(raw)['status']
+    if status == 'failed' then failed = true end
+    if status ~= 'ignored' then ignored = false end
+  end
+end
+local current = redis.call('HGET', KEYS[1], 'status')
+local status = current
+if not missing then
+  if failed then status = 'failed' elseif ignored then status = 'ignored' else status = 'done' end
+end
+if status ~= current then
+  local prefix = KEYS[1]:gsub('event:[^:]+$', 'status:')
+  local id = redis.call('HGET', KEYS[1], 'id')
+  redis.call('ZREM', prefix .. current, id)
+  redis.call('ZADD', prefix .. status, ARGV[4], id)
+  redis.call('HSET', KEYS[1], 'status', status)
+end
+return status
+"""
+
+# Deliberately run an event again: a new generation, a fresh fan-out job. Refused while it is queued or
+# running, or when another re-enqueue got there first. KEYS: event, job key, queue.
+# ARGV: expected generation, score, job id, job body, job expiry ms, note json.
+_REQUEUE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {'missing', ''} end
+if status == 'queued' or status == 'running' then return {status, ''} end
+if redis.call('HGET', KEYS[1], 'generation') ~= ARGV[1] then return {'queued', ''} end
+local id = redis.call('HGET', KEYS[1], 'id')
+local history = cjson.decode(redis.call('HGET', KEYS[1], 'history') or '[]')
+table.insert(history, cjson.decode(ARGV[6]))
+local outcomes = {}
+for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if name:sub(1, 8) == 'outcome:' then table.insert(outcomes, name) end
+end
+if #outcomes > 0 then redis.call('HDEL', KEYS[1], unpack(outcomes)) end
+local prefix = KEYS[1]:gsub('event:[^:]+$', 'status:')
+redis.call('ZREM', prefix .. status, id)
+redis.call('ZADD', prefix .. 'queued', ARGV[2], id)
+redis.call('HSET', KEYS[1], 'status', 'queued', 'reason', '', 'generation', ARGV[1] + 1,
+           'history', cjson.encode(history))
+redis.call('PSETEX', KEYS[2], ARGV[5], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+return {status, ARGV[3]}
+"""
+
+
+class EventStore:
+    """Events, their statuses and the failed store, in Redis."""
+
+    def __init__(self, redis: Redis, *, dedup_ttl: int, job_expiry_ms: int) -> None:
+        self.redis = redis
+        self.dedup_ttl = dedup_ttl
+        self.job_expiry_ms = job_expiry_ms
+        self._accept = redis.register_script(_ACCEPT)
+        self._set_status = redis.register_script(_SET_STATUS)
+        self._record_outcome = redis.register_script(_RECORD_OUTCOME)
+        self._requeue = redis.register_script(_REQUEUE)
+
+    async def accept(
+        self,
+        *,
+        source: str,
+        action: str,
+        payload: dict[str, Any],
+        webhook_id: str,
+        ignored_reason: str | None = None,
+    ) -> Accepted:
+        """Record a hook and queue its fan-out in one step, or return the event that has this webhook-id.
+
+        An ignored hook is recorded with its reason and queues nothing.
+        """
+        event_id = new_event_id()
+        score = now_ms()
+        status: Status = "ignored" if ignored_reason else "queued"
+        job_id = "" if ignored_reason else fan_out_job_id(event_id, 0)
+        body = b"" if ignored_reason else job_body(FAN_OUT, (event_id,), score)
+        fields = {
+            "id": event_id,
+            "source": source,
+            "action": action,
+            "payload": json.dumps(payload, separators=(",", ":")),
+            "received_at": f"{score / 1000:.3f}",
+            "status": status,
+            "webhook_id": webhook_id,
+            "generation": "0",
+            "tries": "0",
+            "reason": ignored_reason or "",
+        }
+        flat = [item for pair in fields.items() for item in pair]
+        result = await self._accept(
+            keys=[
+                keys.webhook(source, webhook_id),
+                keys.event(event_id),
+                keys.EVENTS,
+                keys.by_status(status),
+                keys.job(job_id),
+                keys.QUEUE,
+            ],
+            args=[event_id, self.dedup_ttl, score, job_id, body, self.job_expiry_ms, status, *flat],
+        )
+        stored_id, stored_status, duplicate = (_text(part) for part in result)
+        return Accepted(stored_id, stored_status, duplicate == "1")  # type: ignore[arg-type]
+
+    async def get(self, event_id: str) -> Event | None:
+        raw = await self.redis.hgetall(keys.event(event_id))
+        if not raw:
+            return None
+        return Event.from_hash({_text(k): _text(v) for k, v in raw.items()})
+
+    async def set_status(self, event_id: str, status: Status, **fields: Any) -> str | None:
+        """Move an event to ``status`` (updating the indexes) and set extra fields; returns the old status."""
+        flat: list[Any] = []
+        for name, value in fields.items():
+            flat += [name, value if isinstance(value, str | int | float) else json.dumps(value)]
+        old = await self._set_status(keys=[keys.event(event_id)], args=[status, now_ms(), *flat])
+        return _text(old) if old else None
+
+    async def start(self, event_id: str, routes: list[str]) -> None:
+        """The fan-out began: remember which routes must each record an outcome."""
+        await self.set_status(event_id, "running", routes=json.dumps(routes))
+
+    async def record_try(self, event_id: str, job_try: int) -> None:
+        await self.redis.eval(
+            "if redis.call('EXISTS', KEYS[1]) == 1 and tonumber(redis.call('HGET', KEYS[1], 'tries') or 0)"
+            " < tonumber(ARGV[1]) then redis.call('HSET', KEYS[1], 'tries', ARGV[1]) end",
+            1,
+            keys.event(event_id),
+            job_try,
+        )
+
+    async def record_outcome(self, event_id: str, route: str, outcome: dict[str, Any]) -> str | None:
+        """Store what a route did for this event; returns the event's status afterwards."""
+        status = await self._record_outcome(
+            keys=[keys.event(event_id)],
+            args=[route, json.dumps(outcome, separators=(",", ":")), outcome["status"], now_ms()],
+        )
+        if status and outcome["status"] == "failed":
+            await self.redis.hset(
+                keys.event(event_id),
+                mapping={
+                    "reason": f"{route}: {outcome.get('reason', '')}",
+                    "last_exchange": json.dumps(outcome.get("exchange")) if outcome.get("exchange") else "",
+                },
+            )
+        return _text(status) if status else None
+
+    async def requeue(self, event_id: str, *, by: str) -> tuple[str, str]:
+        """Re-enqueue an event that is done, ignored or failed. Returns (previous status, new job id);
+        the job id is empty when nothing was done (queued or running already, or no such event)."""
+        generation = await self.redis.hget(keys.event(event_id), "generation")
+        if generation is None:
+            return "missing", ""
+        score = now_ms()
+        job_id = fan_out_job_id(event_id, int(generation) + 1)
+        note = {"requeued_at": round(time.time(), 3), "by": by, "generation": int(generation) + 1}
+        previous, queued = await self._requeue(
+            keys=[keys.event(event_id), keys.job(job_id), keys.QUEUE],
+            args=[
+                _text(generation),
+                score,
+                job_id,
+                job_body(FAN_OUT, (event_id,), score),
+                self.job_expiry_ms,
+                json.dumps(note),
+            ],
+        )
+        return _text(previous), _text(queued)
+
+    async def ids(
+        self, status: Status | None = None, *, limit: int = 100, newest_first: bool = True
+    ) -> list[str]:
+        key = keys.by_status(status) if status else keys.EVENTS
+        if newest_first:
+            raw = await self.redis.zrevrange(key, 0, limit - 1)
+        else:
+            raw = await self.redis.zrange(key, 0, limit - 1)
+        return [_text(item) for item in raw]
+
+    async def count(self, status: Status | None = None) -> int:
+        return int(await self.redis.zcard(keys.by_status(status) if status else keys.EVENTS))
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    return str(value)
