@@ -108,6 +108,8 @@ class Settings(BaseSettings):
     job_timeout: float = Field(default=120.0, gt=0)
     shutdown_grace: float = Field(default=20.0, ge=0)
     max_jobs: int = Field(default=20, gt=0)
+    # After a WeFact 403 (IP ban) no worker calls that administration for this many seconds.
+    ban_pause: float = Field(default=900.0, gt=0)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     sources: dict[str, SourceSettings] = Field(default_factory=dict)
     targets: dict[str, TargetSettings] = Field(default_factory=dict)

@@ -23,6 +23,7 @@ from worker import keys
 from worker.config import Settings
 from worker.documents import Claim, Documents
 from worker.queue import FAN_OUT, SYNC, job_deserializer, job_serializer
+from worker.ratelimit import SharedRateLimit
 from worker.retry import backoff, give_up_reason
 from worker.store import EventStore
 
@@ -34,12 +35,13 @@ async def startup(ctx: dict[str, Any]) -> None:
     redis = ctx["redis"]
     ctx["store"] = EventStore(redis, dedup_ttl=settings.dedup_ttl, job_expiry_ms=settings.job_expiry_ms)
     ctx["documents"] = Documents(redis, lease_ms=settings.lease_ms, job_expiry_ms=settings.job_expiry_ms)
+    admins = [settings.source(name) for name in settings.sources]
+    admins += [settings.target(name) for name in settings.targets]
+    throttle = SharedRateLimit(redis, {admin.name: admin.rate_limit_per_minute for admin in admins})
+    ctx["throttle"] = throttle
     session = aiohttp.ClientSession()
     ctx["session"] = session
-    ctx["clients"] = {
-        **{name: ApiClient(settings.source(name), session=session) for name in settings.sources},
-        **{name: ApiClient(settings.target(name), session=session) for name in settings.targets},
-    }
+    ctx["clients"] = {admin.name: ApiClient(admin, session=session, throttle=throttle) for admin in admins}
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -122,6 +124,10 @@ async def _sync_claimed(ctx: dict[str, Any], claim: Claim) -> list[str]:
             raise Retry(defer=delay) from exc
         outcome = _failed(f"{reason}: {exc.message}", exc, attempt)
     except BannedError as exc:
+        banned = str(exc.exchange.get("administration", ""))
+        if banned:
+            await ctx["throttle"].pause(banned, settings.ban_pause)
+        log.error("api.banned", administration=banned, pause_s=settings.ban_pause)
         outcome = _failed(f"the target banned this IP (HTTP 403), not retried: {exc.message}", exc, attempt)
     except ApiError as exc:
         outcome = _failed(f"the API refused: {exc.message}", exc, attempt)

@@ -50,3 +50,13 @@ def lock(route: str, document: str) -> str:
 def job(job_id: str) -> str:
     """arq's key for a queued job's body."""
     return job_key_prefix + job_id
+
+
+def rate(administration: str) -> str:
+    """The shared rate limit's state (GCRA theoretical arrival time) for one administration."""
+    return f"{PREFIX}:rate:{administration}"
+
+
+def paused(administration: str) -> str:
+    """Set while calls to an administration are paused after a ban."""
+    return f"{PREFIX}:paused:{administration}"

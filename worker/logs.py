@@ -1,4 +1,4 @@
-"""Structured logs (structlog): JSON lines for daemons, readable lines on a terminal; secrets never printed."""
+"""Structured logs (structlog): JSON lines for daemons, readable lines on a terminal; no secret printed."""
 
 from __future__ import annotations
 
@@ -46,7 +46,9 @@ def configure_logging(*, secrets: Iterable[str] = (), json: bool | None = None, 
         structlog.processors.format_exc_info,
         redact,
     ]
-    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

@@ -13,7 +13,6 @@ from typing import Any
 
 from arq.jobs import serialize_job
 
-
 FAN_OUT = "fan_out"
 SYNC = "sync_document"
 

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from worker import keys
 from worker.queue import FAN_OUT, fan_out_job_id, job_body, now_ms
+from worker.redisio import done
 
 Status = Literal["queued", "running", "done", "ignored", "failed"]
 STATUSES: tuple[Status, ...] = ("queued", "running", "done", "ignored", "failed")
@@ -110,6 +111,14 @@ redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 3))
 return old
 """
 
+# The highest try number any sync of this event reached. KEYS: event. ARGV: try.
+_RECORD_TRY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return end
+if tonumber(redis.call('HGET', KEYS[1], 'tries') or 0) < tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'tries', ARGV[1])
+end
+"""
+
 # Record one route's outcome; once every route of the event has one, settle the event's status:
 # failed if any route failed, ignored if all were ignored, otherwise done.
 # KEYS: event. ARGV: route, outcome json, outcome status, score.
@@ -181,6 +190,7 @@ class EventStore:
         self._set_status = redis.register_script(_SET_STATUS)
         self._record_outcome = redis.register_script(_RECORD_OUTCOME)
         self._requeue = redis.register_script(_REQUEUE)
+        self._record_try = redis.register_script(_RECORD_TRY)
 
     async def accept(
         self,
@@ -228,7 +238,7 @@ class EventStore:
         return Accepted(stored_id, stored_status, duplicate == "1")  # type: ignore[arg-type]
 
     async def get(self, event_id: str) -> Event | None:
-        raw = await self.redis.hgetall(keys.event(event_id))
+        raw = await done(self.redis.hgetall(keys.event(event_id)))
         if not raw:
             return None
         return Event.from_hash({_text(k): _text(v) for k, v in raw.items()})
@@ -246,13 +256,7 @@ class EventStore:
         await self.set_status(event_id, "running", routes=json.dumps(routes))
 
     async def record_try(self, event_id: str, job_try: int) -> None:
-        await self.redis.eval(
-            "if redis.call('EXISTS', KEYS[1]) == 1 and tonumber(redis.call('HGET', KEYS[1], 'tries') or 0)"
-            " < tonumber(ARGV[1]) then redis.call('HSET', KEYS[1], 'tries', ARGV[1]) end",
-            1,
-            keys.event(event_id),
-            job_try,
-        )
+        await self._record_try(keys=[keys.event(event_id)], args=[job_try])
 
     async def record_outcome(self, event_id: str, route: str, outcome: dict[str, Any]) -> str | None:
         """Store what a route did for this event; returns the event's status afterwards."""
@@ -261,19 +265,17 @@ class EventStore:
             args=[route, json.dumps(outcome, separators=(",", ":")), outcome["status"], now_ms()],
         )
         if status and outcome["status"] == "failed":
-            await self.redis.hset(
-                keys.event(event_id),
-                mapping={
-                    "reason": f"{route}: {outcome.get('reason', '')}",
-                    "last_exchange": json.dumps(outcome.get("exchange")) if outcome.get("exchange") else "",
-                },
-            )
+            failure = {
+                "reason": f"{route}: {outcome.get('reason', '')}",
+                "last_exchange": json.dumps(outcome.get("exchange")) if outcome.get("exchange") else "",
+            }
+            await done(self.redis.hset(keys.event(event_id), mapping=failure))
         return _text(status) if status else None
 
     async def requeue(self, event_id: str, *, by: str) -> tuple[str, str]:
         """Re-enqueue an event that is done, ignored or failed. Returns (previous status, new job id);
         the job id is empty when nothing was done (queued or running already, or no such event)."""
-        generation = await self.redis.hget(keys.event(event_id), "generation")
+        generation = await done(self.redis.hget(keys.event(event_id), "generation"))
         if generation is None:
             return "missing", ""
         score = now_ms()
@@ -303,7 +305,7 @@ class EventStore:
         return [_text(item) for item in raw]
 
     async def count(self, status: Status | None = None) -> int:
-        return int(await self.redis.zcard(keys.by_status(status) if status else keys.EVENTS))
+        return int(await done(self.redis.zcard(keys.by_status(status) if status else keys.EVENTS)))
 
 
 def _text(value: Any) -> str:

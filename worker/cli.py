@@ -1,0 +1,148 @@
+"""The `factsync` command line: run the listener and workers, or the whole thing in a sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from worker.config import ConfigError, Settings, load_settings
+from worker.logs import configure_logging
+from worker.runtime import redis_for, serve
+
+
+def _secrets(settings: Settings) -> list[str]:
+    values = [s.api_key.get_secret_value() for s in settings.sources.values()]
+    values += [t.api_key.get_secret_value() for t in settings.targets.values()]
+    values += [h.get_secret_value() for s in settings.sources.values() for h in s.hook_secrets]
+    return values
+
+
+def _load(ctx: click.Context, **overrides: Any) -> Settings:
+    try:
+        settings = load_settings(ctx.obj["config"], **{k: v for k, v in overrides.items() if v is not None})
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    configure_logging(secrets=_secrets(settings), json=ctx.obj["log_json"], level=ctx.obj["log_level"])
+    return settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--config",
+    "-c",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="FACTSYNC_CONFIG",
+    help="factsync.toml to read (default: $FACTSYNC_CONFIG, else ./factsync.toml when present). "
+    "FACTSYNC_* environment variables override it, e.g. FACTSYNC_REDIS_URL.",
+)
+@click.option(
+    "--log-json/--log-text", default=None, help="Log format (default: text on a terminal, else JSON)."
+)
+@click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
+@click.version_option(package_name="factsync")
+@click.pass_context
+def main(ctx: click.Context, config: Path | None, log_json: bool | None, log_level: str) -> None:
+    """factsync keeps a WeFact (or HostFact) ledger in step with a HostFact administration.
+
+    HostFact's hooks.php posts each invoice hook to the listener; workers read the invoice from HostFact's
+    API and bring the target administration in step. Start with `factsync sandbox` to watch it work against
+    simulated HostFact and WeFact administrations, with nothing to configure.
+
+    \b
+    Examples:
+      factsync sandbox                       # everything embedded and simulated
+      factsync -c factsync.toml run          # listener and worker in one process
+      factsync -c factsync.toml listen       # listener only (scale workers separately)
+      factsync -c factsync.toml worker       # one worker process
+    """
+    ctx.obj = {"config": config, "log_json": log_json, "log_level": log_level.upper()}
+
+
+def _run(settings: Settings, *, listen: bool, work: bool) -> None:
+    try:
+        with redis_for(settings) as redis_url:
+            asyncio.run(serve(settings, redis_url, listen=listen, work=work))
+    except KeyboardInterrupt:
+        pass
+
+
+_host = click.option("--host", help="Listen on this address (default from config: 127.0.0.1).")
+_port = click.option("--port", type=int, help="Listen on this port (default from config: 8080).")
+
+
+@main.command()
+@_host
+@_port
+@click.pass_context
+def run(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Run the listener and a worker in one process (small installations).
+
+    Without a Redis URL (FACTSYNC_REDIS_URL or redis_url in the config) an embedded Redis server is
+    started with its append-only file under data_dir.
+    """
+    _run(_load(ctx, listen_host=host, listen_port=port), listen=True, work=True)
+
+
+@main.command()
+@_host
+@_port
+@click.pass_context
+def listen(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Run only the listener: POST /hooks/{source}, GET /healthz, GET /readyz."""
+    _run(_load(ctx, listen_host=host, listen_port=port), listen=True, work=False)
+
+
+@main.command()
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """Run one worker process; start as many as the load needs, on any host that reaches Redis.
+
+    SIGTERM stops it gracefully: it takes no new job, lets running ones finish within shutdown_grace
+    seconds, and leaves the rest queued for another worker.
+    """
+    settings = _load(ctx)
+    if not settings.redis_url:
+        raise click.ClickException(
+            "a separate worker needs a shared Redis: set FACTSYNC_REDIS_URL or redis_url "
+            "(use `factsync run` for the embedded single-process setup)"
+        )
+    _run(settings, listen=False, work=True)
+
+
+@main.command()
+@click.option("--port", type=int, default=8080, show_default=True, help="The listener's port (0: any free).")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("var/sandbox"),
+    show_default=True,
+    help="Where the embedded Redis keeps its files.",
+)
+@click.option(
+    "--demo/--no-demo",
+    default=True,
+    show_default=True,
+    help="Create, send and pay an invoice in the simulated HostFact and show what factsync did.",
+)
+@click.option("--exit-after-demo", is_flag=True, help="Stop after the demo instead of serving until Ctrl-C.")
+@click.pass_context
+def sandbox(ctx: click.Context, port: int, data_dir: Path, demo: bool, exit_after_demo: bool) -> None:
+    """Everything embedded: Redis, a simulated HostFact (source) and WeFact (target), listener and worker.
+
+    Acting on the simulated HostFact through its API fires its hooks at the listener, as a real HostFact
+    with hooks.php would; the addresses are printed at start.
+    """
+    from worker.sandbox import run_sandbox
+
+    configure_logging(json=ctx.obj["log_json"], level=ctx.obj["log_level"])
+    try:
+        code = asyncio.run(
+            run_sandbox(port=port, data_dir=data_dir, demo=demo, exit_after_demo=exit_after_demo)
+        )
+    except KeyboardInterrupt:
+        code = 0
+    sys.exit(code)

@@ -1,0 +1,98 @@
+"""The shared API budget: one rate limit per administration across all workers and hosts (GCRA in Redis).
+
+A WeFact 403 (IP ban) pauses every call to that administration for a while; what the server reports in
+its API-RateLimit-* headers slows this process down before the limit is reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from redis.asyncio import Redis
+
+from tasks.client import RateLimit
+from tasks.errors import RateLimited
+from worker import keys
+
+# GCRA: one theoretical arrival time per administration, in Redis time so that host clocks do not matter.
+# KEYS: tat, pause   ARGV: interval ms, tolerance ms. Returns {1, 0} (go) or {0, wait ms} or {-1, paused ms}.
+_ACQUIRE = """
+local paused = redis.call('PTTL', KEYS[2])
+if paused > 0 then return {-1, paused} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local wait = tat - tonumber(ARGV[2]) - now
+if wait > 0 then return {0, wait} end
+redis.call('SET', KEYS[1], tat + interval, 'PX', math.ceil(tat + interval - now) + 1000)
+return {1, 0}
+"""
+
+
+class SharedRateLimit:
+    """The runtime's `tasks.client.Throttle`: ``limits`` maps an administration to its calls per minute."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        limits: dict[str, int],
+        *,
+        burst: int = 5,
+        max_wait: float = 5.0,
+        reserve: int = 2,
+    ) -> None:
+        self.redis = redis
+        self.limits = limits
+        self.burst = burst
+        self.max_wait = max_wait
+        self.reserve = reserve
+        self._reported: dict[str, RateLimit] = {}
+        self._acquire = redis.register_script(_ACQUIRE)
+
+    async def acquire(self, administration: str) -> None:
+        """Wait for a slot (at most ``max_wait`` seconds), else raise RateLimited with the time to wait."""
+        deadline = time.monotonic() + self.max_wait
+        per_minute = self.limits.get(administration)
+        while True:
+            wait = self._server_says_wait(administration)
+            if wait <= 0 and per_minute:
+                interval = 60_000 / per_minute
+                code, ms = await self._acquire(
+                    keys=[keys.rate(administration), keys.paused(administration)],
+                    args=[interval, interval * (self.burst - 1)],
+                )
+                if int(code) == 1:
+                    return
+                if int(code) == -1:
+                    raise RateLimited(
+                        f"calls to {administration} are paused after a ban (HTTP 403)",
+                        retry_after=int(ms) / 1000,
+                    )
+                wait = int(ms) / 1000
+            elif wait <= 0:
+                return
+            if time.monotonic() + wait > deadline:
+                raise RateLimited(f"the API budget of {administration} is spent", retry_after=wait)
+            await asyncio.sleep(wait)
+
+    def observe(self, administration: str, rate_limit: RateLimit) -> None:
+        self._reported[administration] = rate_limit
+
+    def _server_says_wait(self, administration: str) -> float:
+        reported = self._reported.get(administration)
+        if reported is None or reported.remaining_minute is None or reported.reset_minute is None:
+            return 0.0
+        if reported.remaining_minute > self.reserve:
+            return 0.0
+        return max(0.0, reported.reset_minute - time.time())
+
+    async def pause(self, administration: str, seconds: float) -> None:
+        """After a 403 ban: no worker calls this administration for ``seconds``."""
+        await self.redis.set(keys.paused(administration), "banned", px=int(seconds * 1000))
+
+    async def paused_for(self, administration: str) -> float:
+        ms = int(await self.redis.pttl(keys.paused(administration)))
+        return max(0.0, ms / 1000)
