@@ -26,7 +26,12 @@ FINAL: frozenset[str] = frozenset({"done", "ignored", "failed"})
 
 def new_event_id() -> str:
     # Time first, so ids sort by arrival; random tail, so two listeners never collide.
-    return f"evt_{now_ms():012x}{secrets.token_hex(5)}"
+    return f"evt_{now_us():013x}{secrets.token_hex(5)}"
+
+
+def now_us() -> int:
+    """Event indexes are scored in microseconds, so hooks accepted within one millisecond keep their order."""
+    return time.time_ns() // 1000
 
 
 @dataclass
@@ -80,16 +85,17 @@ class Accepted:
 
 # Record an event, remember its webhook-id, and queue its fan-out job, or answer the event that already
 # holds this webhook-id. KEYS: dedup, event, events index, status index, job key, queue.
-# ARGV: event id, dedup ttl s, score ms, job id ('' = no job), job body, job expiry ms, status, fields...
+# ARGV: event id, dedup ttl s, queue score ms, job id ('' = no job), job body, job expiry ms, status,
+#       index score us, fields...
 _ACCEPT = """
 local existing = redis.call('GET', KEYS[1])
 if existing then
   return {existing, redis.call('HGET', KEYS[2]:gsub('[^:]+$', existing), 'status') or 'queued', 1}
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('HSET', KEYS[2], unpack(ARGV, 8))
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
-redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+redis.call('HSET', KEYS[2], unpack(ARGV, 9))
+redis.call('ZADD', KEYS[3], ARGV[8], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[8], ARGV[1])
 if ARGV[4] ~= '' then
   redis.call('PSETEX', KEYS[5], ARGV[6], ARGV[5])
   redis.call('ZADD', KEYS[6], ARGV[3], ARGV[4])
@@ -154,7 +160,7 @@ return status
 
 # Deliberately run an event again: a new generation, a fresh fan-out job. Refused while it is queued or
 # running, or when another re-enqueue got there first. KEYS: event, job key, queue.
-# ARGV: expected generation, score, job id, job body, job expiry ms, note json.
+# ARGV: expected generation, queue score ms, job id, job body, job expiry ms, note json, index score us.
 _REQUEUE = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing', ''} end
@@ -170,7 +176,7 @@ end
 if #outcomes > 0 then redis.call('HDEL', KEYS[1], unpack(outcomes)) end
 local prefix = KEYS[1]:gsub('event:[^:]+$', 'status:')
 redis.call('ZREM', prefix .. status, id)
-redis.call('ZADD', prefix .. 'queued', ARGV[2], id)
+redis.call('ZADD', prefix .. 'queued', ARGV[7], id)
 redis.call('HSET', KEYS[1], 'status', 'queued', 'reason', '', 'generation', ARGV[1] + 1,
            'history', cjson.encode(history))
 redis.call('PSETEX', KEYS[2], ARGV[5], ARGV[4])
@@ -232,7 +238,7 @@ class EventStore:
                 keys.job(job_id),
                 keys.QUEUE,
             ],
-            args=[event_id, self.dedup_ttl, score, job_id, body, self.job_expiry_ms, status, *flat],
+            args=[event_id, self.dedup_ttl, score, job_id, body, self.job_expiry_ms, status, now_us(), *flat],
         )
         stored_id, stored_status, duplicate = (_text(part) for part in result)
         return Accepted(stored_id, stored_status, duplicate == "1")  # type: ignore[arg-type]
@@ -248,7 +254,7 @@ class EventStore:
         flat: list[Any] = []
         for name, value in fields.items():
             flat += [name, value if isinstance(value, str | int | float) else json.dumps(value)]
-        old = await self._set_status(keys=[keys.event(event_id)], args=[status, now_ms(), *flat])
+        old = await self._set_status(keys=[keys.event(event_id)], args=[status, now_us(), *flat])
         return _text(old) if old else None
 
     async def start(self, event_id: str, routes: list[str]) -> None:
@@ -262,7 +268,7 @@ class EventStore:
         """Store what a route did for this event; returns the event's status afterwards."""
         status = await self._record_outcome(
             keys=[keys.event(event_id)],
-            args=[route, json.dumps(outcome, separators=(",", ":")), outcome["status"], now_ms()],
+            args=[route, json.dumps(outcome, separators=(",", ":")), outcome["status"], now_us()],
         )
         if status and outcome["status"] == "failed":
             failure = {
@@ -290,6 +296,7 @@ class EventStore:
                 job_body(FAN_OUT, (event_id,), score),
                 self.job_expiry_ms,
                 json.dumps(note),
+                now_us(),
             ],
         )
         return _text(previous), _text(queued)
