@@ -146,3 +146,7 @@ def sandbox(ctx: click.Context, port: int, data_dir: Path, demo: bool, exit_afte
     except KeyboardInterrupt:
         code = 0
     sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

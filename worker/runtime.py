@@ -64,7 +64,8 @@ async def start(settings: Settings, redis_url: str, *, listen: bool = True, work
     task = None
     if work:
         worker = Worker(**worker_settings(settings, redis_url), handle_signals=False)
-        task = asyncio.create_task(worker.main())
+        # arq's graceful shutdown cancels `main_task` once running jobs are done; it must be this task.
+        task = worker.main_task = asyncio.create_task(worker.main())
         log.info("worker.started", queue=worker.queue_name, max_jobs=settings.max_jobs)
     return Running(url, runner, worker, task)
 

@@ -1,0 +1,130 @@
+"""The `factsync` command as an operator runs it: a real process, embedded Redis, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.test_config import GOOD
+from worker.embedded_redis import free_port
+
+FACTSYNC = [sys.executable, "-m", "worker.cli"]
+
+
+def env_without_factsync() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("FACTSYNC_") and k != "REDIS_URL"}
+
+
+def test_help_teaches_the_commands() -> None:
+    result = subprocess.run([*FACTSYNC, "--help"], capture_output=True, text=True, check=True)
+    for command in ("run", "listen", "worker", "sandbox"):
+        assert command in result.stdout
+    assert "factsync.toml" in result.stdout
+
+
+def test_a_bad_configuration_refuses_to_start_naming_the_setting(tmp_path: Path) -> None:
+    config = tmp_path / "factsync.toml"
+    config.write_text(GOOD.replace('target = "wefact"\n', 'target = "nowhere"\n'))
+    result = subprocess.run(
+        [*FACTSYNC, "-c", str(config), "run"],
+        capture_output=True,
+        text=True,
+        env=env_without_factsync(),
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert "routes.sales.target" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_worker_without_a_shared_redis_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "factsync.toml"
+    config.write_text(GOOD)
+    result = subprocess.run(
+        [*FACTSYNC, "-c", str(config), "worker"],
+        capture_output=True,
+        text=True,
+        env=env_without_factsync(),
+        timeout=30,
+    )
+    assert result.returncode != 0 and "FACTSYNC_REDIS_URL" in result.stderr
+
+
+async def test_run_starts_an_embedded_redis_with_aof_and_stops_it_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "factsync.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\nlisten_port = {port}\n' + GOOD)
+    process = await asyncio.create_subprocess_exec(
+        *FACTSYNC,
+        "-c",
+        str(config),
+        "--log-json",
+        "run",
+        env=env_without_factsync(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        ready = await wait_ready(f"http://127.0.0.1:{port}/readyz")
+        assert ready, "the listener never answered /readyz with Redis reachable"
+        redis_dir = tmp_path / "data" / "redis"
+        assert (redis_dir / "redis.conf").read_text().count("appendonly yes") == 1
+        assert any(redis_dir.glob("appendonly*")), "the embedded Redis keeps an append-only file"
+        redis_port = next(
+            line.split()[1]
+            for line in (redis_dir / "redis.conf").read_text().splitlines()
+            if line.startswith("port ")
+        )
+        # redis-server retitles its process "redis-server 127.0.0.1:PORT".
+        needle = f"127.0.0.1:{redis_port}"
+        assert pids_of(needle), "an embedded redis-server should be running"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=40)
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    assert b"shutdown.done" in stderr
+    deadline = time.monotonic() + 5
+    while pids_of(needle) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not pids_of(needle), "the embedded Redis must stop with factsync"
+
+
+async def wait_ready(url: str, timeout_s: float = 20) -> bool:
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return True
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    return False
+
+
+def pids_of(needle: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if needle in cmdline and "redis-server" in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FACTSYNC_CONFIG", raising=False)

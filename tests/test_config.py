@@ -1,0 +1,92 @@
+"""Configuration: a wrong or missing setting stops start-up with a message that names it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import HOOK_SECRET
+from worker.config import ConfigError, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+GOOD = f"""
+[sources.hostfact]
+api_url = "https://billing.example.com/Pro/apiv2/api.php"
+api_key = "k1"
+hook_secrets = ["{HOOK_SECRET}"]
+
+[targets.wefact]
+dialect = "wefact"
+api_url = "https://api.mijnwefact.nl/v2/"
+api_key = "k2"
+
+[routes.sales]
+source = "hostfact"
+target = "wefact"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "factsync.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_good_file_gives_routes_with_their_administrations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FACTSYNC_CONFIG", raising=False)
+    settings = load_settings(write(tmp_path, GOOD))
+    (route,) = settings.routes_of("hostfact")
+    assert (route.name, route.source, route.target, route.ledger) == ("sales", "hostfact", "wefact", "sales")
+    target = settings.target("wefact")
+    assert target.dialect == "wefact" and target.api_key.get_secret_value() == "k2"
+    assert "k2" not in repr(target), "a key must not show in a repr (logs, tracebacks)"
+    assert settings.redis_url is None
+
+
+def test_the_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FACTSYNC_REDIS_URL", "redis://redis.example:6379/2")
+    monkeypatch.setenv("FACTSYNC_TARGETS__WEFACT__API_KEY", "from-env")
+    settings = load_settings(write(tmp_path, GOOD))
+    assert settings.redis_url == "redis://redis.example:6379/2"
+    assert settings.target("wefact").api_key.get_secret_value() == "from-env"
+
+
+def test_the_shipped_example_is_a_valid_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings(ROOT / "factsync.example.toml")
+    assert list(settings.routes) == ["sales"]
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda t: t.replace('target = "wefact"\n', 'target = "nowhere"\n'), "routes.sales.target"),
+        (lambda t: t.replace('api_key = "k2"\n', ""), "targets.wefact.api_key"),
+        (lambda t: t.replace('dialect = "wefact"', 'dialect = "exact"'), "targets.wefact.dialect"),
+        (lambda t: t.replace("https://api.mijnwefact.nl/v2/", "not a url"), "targets.wefact.api_url"),
+        (lambda t: t.replace(HOOK_SECRET, "plain-password"), "hook_secrets[0]"),
+        (lambda t: t.replace('hook_secrets = ["', 'hook_secret = ["'), "sources.hostfact.hook_secret"),
+        (lambda t: t + '\nledger = "purchase"\n', "routes.sales.creditors"),
+        (lambda t: "listen_port = 99999\n" + t, "listen_port"),
+        (lambda t: t.replace("[routes.sales]", "[routes.sales"), "factsync.toml"),
+    ],
+)
+def test_a_bad_setting_is_named(tmp_path: Path, change, named: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, change(GOOD)))
+    assert named in str(caught.value)
+
+
+def test_a_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does-not-exist.toml does not exist"):
+        load_settings(tmp_path / "does-not-exist.toml")
+
+
+def test_a_secret_never_appears_in_the_error(tmp_path: Path) -> None:
+    text = GOOD.replace('api_url = "https://api.mijnwefact.nl/v2/"', 'api_url = "nope"')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text))
+    assert "k1" not in str(caught.value) and HOOK_SECRET not in str(caught.value)
