@@ -1,0 +1,61 @@
+"""The shared API budget against a real Redis: one limit across limiters (workers), pauses after a ban."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from redis.asyncio import Redis
+
+from tasks.client import RateLimit
+from tasks.errors import RateLimited
+from worker.ratelimit import SharedRateLimit
+
+
+async def test_two_workers_share_one_budget(redis: Redis) -> None:
+    # 600 calls a minute: one every 100 ms, no burst. Two limiters stand for two worker processes.
+    first = SharedRateLimit(redis, {"wefact": 600}, burst=1, max_wait=10)
+    second = SharedRateLimit(redis, {"wefact": 600}, burst=1, max_wait=10)
+    started = time.monotonic()
+    await asyncio.gather(*(limiter.acquire("wefact") for limiter in (first, second) * 3))
+    elapsed = time.monotonic() - started
+    # Six calls spaced 100 ms apart cannot all pass in under 500 ms, however fast the machine.
+    assert elapsed >= 0.45
+
+
+async def test_a_burst_passes_at_once_then_the_budget_is_spent(redis: Redis) -> None:
+    limiter = SharedRateLimit(redis, {"wefact": 60}, burst=3, max_wait=0.1)
+    for _ in range(3):
+        await limiter.acquire("wefact")
+    with pytest.raises(RateLimited) as caught:
+        await limiter.acquire("wefact")
+    assert 0 < caught.value.retry_after <= 1.0
+
+
+async def test_administrations_have_separate_budgets(redis: Redis) -> None:
+    limiter = SharedRateLimit(redis, {"wefact": 60, "other": 60}, burst=1, max_wait=0.1)
+    await limiter.acquire("wefact")
+    await limiter.acquire("other")
+    with pytest.raises(RateLimited):
+        await limiter.acquire("wefact")
+
+
+async def test_a_ban_pauses_every_worker(redis: Redis) -> None:
+    banned_by = SharedRateLimit(redis, {"wefact": 600})
+    other_worker = SharedRateLimit(redis, {"wefact": 600})
+    await banned_by.pause("wefact", 30)
+    with pytest.raises(RateLimited, match="paused") as caught:
+        await other_worker.acquire("wefact")
+    assert 25 < caught.value.retry_after <= 30
+    assert 25 < await other_worker.paused_for("wefact") <= 30
+
+
+async def test_the_servers_own_count_slows_down_before_a_ban(redis: Redis) -> None:
+    limiter = SharedRateLimit(redis, {"wefact": 600}, max_wait=0.1, reserve=2)
+    limiter.observe("wefact", RateLimit(remaining_minute=1, reset_minute=time.time() + 20))
+    with pytest.raises(RateLimited) as caught:
+        await limiter.acquire("wefact")
+    assert 15 < caught.value.retry_after <= 20
+    limiter.observe("wefact", RateLimit(remaining_minute=100, reset_minute=time.time() + 20))
+    await limiter.acquire("wefact")
