@@ -91,9 +91,7 @@ async def test_run_starts_an_embedded_redis_with_aof_and_stops_it_on_sigterm(tmp
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=40)
     assert process.returncode == 0, stderr.decode()[-2000:]
     assert b"shutdown.done" in stderr
-    deadline = time.monotonic() + 5
-    while pids_of(needle) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    # factsync waits for its embedded redis-server to exit before it exits itself.
     assert not pids_of(needle), "the embedded Redis must stop with factsync"
 
 

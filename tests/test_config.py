@@ -81,7 +81,7 @@ def test_a_bad_setting_is_named(tmp_path: Path, change, named: str) -> None:  # 
 
 
 def test_a_missing_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="does-not-exist.toml does not exist"):
+    with pytest.raises(ConfigError, match=r"does-not-exist\.toml does not exist"):
         load_settings(tmp_path / "does-not-exist.toml")
 
 

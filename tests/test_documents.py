@@ -107,3 +107,20 @@ async def test_a_slow_run_keeps_its_lease(redis: Redis) -> None:
     async with docs.kept_alive(claim):
         await asyncio.sleep(0.8)
         assert await docs.claim("sales", "12", "sync:other") is None
+
+
+async def test_a_retrying_job_takes_the_events_that_arrive_during_its_backoff(redis: Redis) -> None:
+    docs = documents(redis)
+    job = await docs.schedule("sales", "12", "evt_1")
+    assert job is not None
+    claim = await docs.claim("sales", "12", job)
+    assert claim is not None
+
+    # A transient failure: arq will run this job again after a backoff. No follow-up job is made...
+    assert await docs.release(claim, [], retrying=job) is None
+    # ...and an event during the backoff joins the retry instead of starting another job.
+    assert await docs.schedule("sales", "12", "evt_2") is None
+    assert await queued_jobs(redis) == [job]
+
+    retry = await docs.claim("sales", "12", job)
+    assert retry is not None and retry.event_ids == ["evt_1", "evt_2"]

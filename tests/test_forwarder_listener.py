@@ -1,4 +1,4 @@
-"""hooks.php under php-cli against the real factsync listener: every seed hook, and the spool when it is down."""
+"""hooks.php under php-cli against the real listener: every seed hook, and the spool while it is down."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The listener against a real Redis over real HTTP: what it accepts, records and queues, and what it refuses."""
+"""The listener on a real Redis over real HTTP: what it accepts, records and queues, and what it refuses."""
 
 from __future__ import annotations
 

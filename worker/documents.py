@@ -53,10 +53,16 @@ return 0
 """
 
 # KEYS: lock, pending, scheduled, job key, queue
-# ARGV: token, expiry ms, score, job id, job body, done event ids...
+# ARGV: token, expiry ms, score, job id, job body, retrying job id ('' = none), done event ids...
+# A job that will retry counts as queued: it takes the `scheduled` flag again, so events that arrive
+# during its backoff join its next run instead of starting another job.
 _RELEASE = """
-if #ARGV > 5 then redis.call('SREM', KEYS[2], unpack(ARGV, 6)) end
+if #ARGV > 6 then redis.call('SREM', KEYS[2], unpack(ARGV, 7)) end
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if ARGV[6] ~= '' then
+  redis.call('SET', KEYS[3], ARGV[6], 'NX', 'PX', ARGV[2])
+  return false
+end
 if redis.call('SCARD', KEYS[2]) == 0 then return false end
 if not redis.call('SET', KEYS[3], ARGV[4], 'NX', 'PX', ARGV[2]) then return false end
 redis.call('PSETEX', KEYS[4], ARGV[2], ARGV[5])
@@ -109,8 +115,11 @@ class Documents:
             return None
         return Claim(route, document, token, sorted(_text(item) for item in result))
 
-    async def release(self, claim: Claim, done: list[str]) -> str | None:
-        """Give the lease back; returns the id of the follow-up job queued for events that came meanwhile."""
+    async def release(self, claim: Claim, done: list[str], *, retrying: str = "") -> str | None:
+        """Give the lease back; returns the id of the follow-up job queued for events that came meanwhile.
+
+        ``retrying``: the id of this job when arq will run it again (after a backoff); no follow-up then.
+        """
         job_id, score = sync_job_id(claim.route, claim.document), now_ms()
         result = await self._release(
             keys=[
@@ -126,6 +135,7 @@ class Documents:
                 score,
                 job_id,
                 job_body(SYNC, (claim.route, claim.document), score),
+                retrying,
                 *done,
             ],
         )

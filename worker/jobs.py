@@ -81,12 +81,16 @@ async def sync_document(ctx: dict[str, Any], route_name: str, document: str) -> 
     if claim is None:
         return "another worker holds this document; it will run once more after its current sync"
     done: list[str] = []
+    retrying = ""
     try:
         if claim.event_ids:
             async with documents.kept_alive(claim):
                 done = await _sync_claimed(ctx, claim)
+    except Retry:
+        retrying = ctx["job_id"]
+        raise
     finally:
-        follow_up = await documents.release(claim, done)
+        follow_up = await documents.release(claim, done, retrying=retrying)
     if follow_up:
         log.info("sync.follow_up", route=route_name, document=document, job_id=follow_up)
     return f"answered {len(done)} event(s)"

@@ -1,0 +1,195 @@
+"""The pipeline end to end: simulated HostFact fires signed hooks → listener → Redis → arq worker → API.
+
+Everything is real and on sockets: the embedded Redis, the simulator, the listener and an arq worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from tasks.client import ApiClient
+from tasks.simulator import SimAdministration, run_simulator
+from tests.conftest import HOOK_SECRET, SOURCE_KEY, TARGET_KEY, hook_body, make_settings, sign
+from worker.config import Settings
+from worker.embedded_redis import free_port
+from worker.runtime import Running, start
+from worker.store import FINAL, Event, EventStore
+
+LINES = [
+    {"Description": "Setupfee", "PriceExcl": "150", "TaxPercentage": "21"},
+    {"Description": "Domain example.com", "PriceExcl": "15", "TaxPercentage": "21"},
+]
+
+
+@dataclass
+class Pipeline:
+    settings: Settings
+    store: EventStore
+    hostfact: SimAdministration
+    wefact: SimAdministration
+    source: ApiClient
+    running: Running
+
+    async def settled(self, event_id: str, within: float = 15) -> Event:
+        deadline = time.monotonic() + within
+        while True:
+            event = await self.store.get(event_id)
+            if event is not None and event.status in FINAL:
+                return event
+            if time.monotonic() > deadline:
+                raise AssertionError(f"event {event_id} did not settle: {event}")
+            await asyncio.sleep(0.02)
+
+    async def all_settled(self, within: float = 15) -> list[Event]:
+        deadline = time.monotonic() + within
+        while True:
+            events = [e for e in [await self.store.get(i) for i in await self.store.ids(limit=1000)] if e]
+            if events and all(e.status in FINAL for e in events):
+                return events
+            if time.monotonic() > deadline:
+                raise AssertionError(f"events did not settle: {[(e.action, e.status) for e in events]}")
+            await asyncio.sleep(0.02)
+
+    async def new_invoice(self) -> dict[str, Any]:
+        debtor = (await self.source.call("debtor", "add", {"CompanyName": "Company X"}))["debtor"]
+        params = {"DebtorCode": debtor["DebtorCode"], "InvoiceLines": LINES, "Status": 2}
+        return (await self.source.call("invoice", "add", params))["invoice"]
+
+
+def pipeline_settings(
+    redis_url: str, hostfact_url: str, wefact_url: str, port: int, **overrides: Any
+) -> Settings:
+    settings = make_settings(redis_url)
+    values = settings.model_dump()
+    values["sources"]["hostfact"]["api_url"] = hostfact_url
+    values["sources"]["hostfact"]["api_key"] = SOURCE_KEY
+    values["sources"]["hostfact"]["hook_secrets"] = [HOOK_SECRET]
+    values["targets"]["wefact"]["api_url"] = wefact_url
+    values["targets"]["wefact"]["api_key"] = TARGET_KEY
+    values["listen_port"] = port
+    values["retry"] = {"max_tries": 4, "base_delay": 0.05, "max_delay": 0.2, "max_span": 60}
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+async def pipeline(redis: Redis, redis_url: str) -> AsyncIterator[Pipeline]:
+    port = free_port()
+    hostfact = SimAdministration(
+        "hostfact",
+        "hostfact",
+        SOURCE_KEY,
+        hooks_url=f"http://127.0.0.1:{port}/hooks/hostfact",
+        hook_secret=HOOK_SECRET,
+    )
+    wefact = SimAdministration("wefact", "wefact", TARGET_KEY)
+    async with run_simulator([hostfact, wefact]) as sim:
+        settings = pipeline_settings(redis_url, sim.api_url("hostfact"), sim.api_url("wefact"), port)
+        running = await start(settings, redis_url)
+        store = EventStore(redis, dedup_ttl=settings.dedup_ttl, job_expiry_ms=settings.job_expiry_ms)
+        async with ApiClient(settings.source("hostfact")) as source:
+            try:
+                yield Pipeline(settings, store, hostfact, wefact, source, running)
+            finally:
+                await running.stop()
+
+
+def source_reads(admin: SimAdministration) -> list[Any]:
+    return [call for call in admin.calls if (call.controller, call.action) == ("invoice", "show")]
+
+
+async def test_a_hook_fired_by_hostfact_reaches_a_worker_that_reads_the_invoice(pipeline: Pipeline) -> None:
+    invoice = await pipeline.new_invoice()
+    await pipeline.source.call(
+        "invoice", "partpayment", {"Identifier": invoice["Identifier"], "AmountPaid": "5.25"}
+    )
+
+    events = await pipeline.all_settled()
+
+    assert sorted(e.action for e in events) == ["invoice_is_created", "invoice_is_partly_paid"]
+    for event in events:
+        assert event.status == "done", event
+        outcome = event.outcomes["sales"]
+        assert outcome["status"] == "done"
+        assert invoice["InvoiceCode"] in outcome["detail"]
+    paid = next(e for e in events if e.action == "invoice_is_partly_paid")
+    assert paid.payload["AmountPaidNow"] == "5.25"
+    assert paid.outcomes["sales"]["planned"][0]["state"]["AmountPaid"] in ("5.25", "5.2500")
+    assert source_reads(pipeline.hostfact), "the worker must read the invoice from the HostFact API"
+
+
+async def test_a_transient_fault_is_retried_to_success(pipeline: Pipeline) -> None:
+    invoice = await pipeline.new_invoice()
+    await pipeline.all_settled()
+    pipeline.hostfact.faults.inject("http_500", controller="invoice", action="show", times=2)
+
+    await pipeline.source.call("invoice", "markaspaid", {"Identifier": invoice["Identifier"]})
+    events = await pipeline.all_settled()
+
+    paid = next(e for e in events if e.action == "invoice_is_paid")
+    assert paid.status == "done"
+    assert paid.outcomes["sales"]["tries"] == 3
+    assert paid.tries == 3
+
+
+async def test_a_permanent_error_lands_in_the_failed_store_with_the_reason(pipeline: Pipeline) -> None:
+    # A hook for an invoice HostFact's API does not know: the read is refused, which no retry can mend.
+    body = hook_body("invoice_is_paid", {"id": 999, "Debtor": 1, "InvoiceCode": "F0999"})
+    async with aiohttp.ClientSession() as session:
+        url = f"{pipeline.running.listener_url}/hooks/hostfact"
+        async with session.post(url, data=body, headers=sign(body)) as response:
+            assert response.status == 202
+            event_id = (await response.json())["event_id"]
+
+    failed = await pipeline.settled(event_id)
+
+    assert failed.status == "failed"
+    assert "Invalid identifier for invoice" in failed.reason
+    assert failed.tries == 1, "a permanent refusal is not retried"
+    assert failed.last_exchange is not None
+    assert failed.last_exchange["controller"] == "invoice" and failed.last_exchange["action"] == "show"
+    assert SOURCE_KEY not in str(failed.last_exchange)
+    assert await pipeline.store.ids("failed") == [failed.id]
+
+
+async def test_exhausted_retries_fail_the_event_and_an_operator_requeue_completes_it(
+    pipeline: Pipeline,
+) -> None:
+    invoice = await pipeline.new_invoice()
+    await pipeline.all_settled()
+    pipeline.hostfact.faults.inject("http_503", controller="invoice", action="show", times=4)
+    await pipeline.source.call("invoice", "markaspaid", {"Identifier": invoice["Identifier"]})
+
+    events = await pipeline.all_settled()
+    failed = next(e for e in events if e.action == "invoice_is_paid")
+    assert failed.status == "failed"
+    assert "gave up after 4 tries" in failed.reason
+    assert failed.tries == 4
+
+    previous, job = await pipeline.store.requeue(failed.id, by="test")
+    assert previous == "failed" and job.endswith(":1")
+    again = await pipeline.settled(failed.id)
+    assert again.status == "done"
+    assert again.generation == 1
+    assert again.history[-1]["by"] == "test"
+    assert await pipeline.store.ids("failed") == []
+
+
+async def test_requeue_of_a_queued_or_running_event_does_nothing(pipeline: Pipeline) -> None:
+    invoice = await pipeline.new_invoice()
+    (created,) = await pipeline.all_settled()
+    pipeline.hostfact.faults.inject("latency", seconds=1.0, controller="invoice", action="show", times=1)
+    await pipeline.source.call("invoice", "markaspaid", {"Identifier": invoice["Identifier"]})
+    paid_id = next(i for i in await pipeline.store.ids() if i != created.id)
+
+    previous, job = await pipeline.store.requeue(paid_id, by="test")
+    assert previous in ("queued", "running") and job == ""
+    assert (await pipeline.settled(paid_id)).generation == 0
