@@ -126,3 +126,20 @@ def pids_of(needle: str) -> list[int]:
 @pytest.fixture(autouse=True)
 def _no_stray_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FACTSYNC_CONFIG", raising=False)
+
+
+def test_the_sandbox_demo_runs_end_to_end(tmp_path: Path) -> None:
+    """The README's first command: everything embedded, a demo invoice created, sent and paid."""
+    result = subprocess.run(
+        [*FACTSYNC, "sandbox", "--port", "0", "--data-dir", str(tmp_path / "sandbox"), "--exit-after-demo"],
+        capture_output=True,
+        text=True,
+        env=env_without_factsync(),
+        timeout=90,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    for action in ("invoice_is_created", "invoice_is_sent", "invoice_is_partly_paid", "invoice_is_paid"):
+        assert action in result.stdout
+    assert "4 events, 0 failed." in result.stdout
+    assert "/hooks/hostfact" in result.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,9 @@ def sandbox(ctx: click.Context, port: int, data_dir: Path, demo: bool, exit_afte
     from worker.sandbox import run_sandbox
 
     configure_logging(json=ctx.obj["log_json"], level=ctx.obj["log_level"])
+    if ctx.obj["log_level"] != "DEBUG":
+        # arq logs a line per job start and end; in the sandbox that buries the demo's own output.
+        logging.getLogger("arq").setLevel(logging.WARNING)
     try:
         code = asyncio.run(
             run_sandbox(port=port, data_dir=data_dir, demo=demo, exit_after_demo=exit_after_demo)
