@@ -211,3 +211,27 @@ async def test_health_and_readiness(listener: Listener) -> None:
     async with listener.session.get(f"{listener.url}/readyz") as response:
         assert response.status == 200
         assert (await response.json())["status"] == "ready"
+
+
+async def test_readyz_is_503_while_redis_is_unreachable(redis_url: str) -> None:
+    from aiohttp import ClientSession, web
+
+    from tests.conftest import make_settings
+    from worker.embedded_redis import free_port
+    from worker.listener import create_app
+
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    runner = web.AppRunner(create_app(make_settings(nowhere), nowhere))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        async with ClientSession() as session:
+            async with session.get(f"http://{host}:{port}/readyz") as response:
+                assert response.status == 503
+                assert (await response.json())["error"] == "redis_unreachable"
+            async with session.get(f"http://{host}:{port}/healthz") as response:
+                assert response.status == 200, "the process is alive even when Redis is not"
+    finally:
+        await runner.cleanup()

@@ -6,6 +6,7 @@ permanent ones, and transient ones out of tries or time, are recorded as failed 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -86,7 +87,8 @@ async def sync_document(ctx: dict[str, Any], route_name: str, document: str) -> 
         if claim.event_ids:
             async with documents.kept_alive(claim):
                 done = await _sync_claimed(ctx, claim)
-    except Retry:
+    except (Retry, asyncio.CancelledError):
+        # arq runs this very job again: after the backoff, or (cancelled by a shutdown) on another worker.
         retrying = ctx["job_id"]
         raise
     finally:
