@@ -1,7 +1,8 @@
-"""The sync of one source document into one route's target.
+"""The sync of one source invoice into one route's target: read both, then converge the target.
 
-This is the thin first version: it reads the source invoice and records what the target must become;
-the ledger adapters that converge the target come next.
+Level-triggered: it never replays a hook; it reads the source's current state and takes the mirror there
+step by step (`tasks.plan.next_step`), so duplicates, re-deliveries, reordering and retries are harmless.
+The caller holds the document's lock, so the mirror read here is the one the steps change.
 """
 
 from __future__ import annotations
@@ -9,8 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tasks.adapters import PurchaseLedger, SalesLedger, parse_sales_invoice
 from tasks.client import ApiClient
+from tasks.errors import PermanentError
+from tasks.invoice import Invoice, Status, marker
+from tasks.ledger import IdMap, Ledger
 from tasks.model import Route
+from tasks.plan import CreateMirror, Credit, Pay, Step, next_step, predict
+
+# More steps than converging any invoice takes (create, header, lines, unpay, pay, mark paid, ...).
+MAX_STEPS = 12
 
 
 @dataclass
@@ -18,26 +27,161 @@ class SyncResult:
     status: Literal["done", "ignored"]
     detail: str
     calls: list[str] = field(default_factory=list)
-    planned: list[dict[str, Any]] = field(default_factory=list)
+    # Dry run: the steps that would have been taken.
+    planned: list[str] = field(default_factory=list)
 
 
-async def sync_invoice(route: Route, invoice_id: int, *, source: ApiClient, target: ApiClient) -> SyncResult:
-    """Read the source invoice and plan the target's state for it."""
+async def sync_invoice(
+    route: Route,
+    invoice_id: int | str,
+    *,
+    source: ApiClient,
+    target: ApiClient,
+    ids: IdMap,
+) -> SyncResult:
+    """Bring the target of ``route`` in step with source invoice ``invoice_id``."""
+    calls: list[str] = [f"{source.name}: invoice.show {invoice_id}"]
     answer = await source.call("invoice", "show", {"Identifier": invoice_id})
-    invoice = answer.get("invoice") or {}
-    code = str(invoice.get("InvoiceCode", ""))
-    calls = [f"{route.source}: invoice.show {invoice_id}"]
-    if code.startswith("[concept") and not route.mirror_drafts:
-        return SyncResult("ignored", f"invoice {code} is a draft; it is mirrored once it has a number", calls)
-    state = {
-        "InvoiceCode": code,
-        "Status": str(invoice.get("Status", "")),
-        "AmountIncl": str(invoice.get("AmountIncl", "")),
-        "AmountPaid": str(invoice.get("AmountPaid", "")),
+    wanted = parse_sales_invoice(answer["invoice"])
+
+    if wanted.is_draft and not route.mirror_drafts:
+        return SyncResult("ignored", f"{wanted.code} is a draft; it is mirrored once it has a number", calls)
+    if wanted.status is Status.CREDIT:
+        return SyncResult(
+            "ignored",
+            f"{wanted.code} is a credit invoice; it is mirrored when its original is credited",
+            calls,
+        )
+    ledger: Ledger
+    if route.ledger == "purchase":
+        creditor = route.creditors.get(wanted.party)
+        if creditor is None:
+            return SyncResult(
+                "ignored", f"debtor {wanted.party} has no creditor in route {route.name}", calls
+            )
+        ledger = PurchaseLedger(target, ids, calls, creditor=creditor)
+    else:
+        ledger = SalesLedger(target, ids, calls)
+
+    sync = _Convergence(route, wanted, ledger, ids, source, calls)
+    return await sync.run()
+
+
+class _Convergence:
+    def __init__(
+        self, route: Route, wanted: Invoice, ledger: Ledger, ids: IdMap, source: ApiClient, calls: list[str]
+    ) -> None:
+        self.route = route
+        self.wanted = wanted
+        self.ledger = ledger
+        self.ids = ids
+        self.source = source
+        self.calls = calls
+        self.marker = marker(route.source, wanted.id)
+        self.notes: list[str] = []
+
+    async def run(self) -> SyncResult:
+        mirror, credit = await self._locate()
+        fresh = True
+        taken: list[str] = []
+        refused: Step | None = None
+        for _ in range(MAX_STEPS):
+            step = next_step(self.wanted, mirror, paid_keeps_amount=self.ledger.paid_keeps_amount)
+            if step is None:
+                break
+            if isinstance(step, Pay) and not fresh and mirror is not None:
+                # A payment's amount is computed from the mirror as the API says it is, never as predicted.
+                mirror, fresh = await self.ledger.read(mirror.id), True
+                continue
+            if isinstance(step, Credit):
+                step = Credit(await self._source_credit())
+            if self.route.dry_run:
+                taken.append(_describe(step))
+                mirror, fresh = predict(step, self.wanted, mirror), False
+                continue
+            try:
+                applied = await self.ledger.apply(step, self.wanted, mirror, self.marker)
+            except PermanentError:
+                # The target refused ("The invoice is already paid"): its state is not what was read.
+                # Read it again and decide; refusing the same step twice is a real failure.
+                if step == refused or mirror is None:
+                    raise
+                refused = step
+                mirror, fresh = await self.ledger.read(mirror.id), True
+                continue
+            taken.append(_describe(step))
+            if isinstance(step, CreateMirror) and applied.mirror is not None:
+                await self.ids.put("invoice", self.wanted.id, applied.mirror.id)
+            mirror, fresh = applied.mirror or mirror, applied.fresh
+            credit = applied.credit or credit
+        else:
+            raise PermanentError(f"{self.wanted.code} did not converge in {MAX_STEPS} steps: {taken}")
+        if self.wanted.status is Status.CANCELLED and not self.route.dry_run:
+            await self._map_credit(credit)
+        return self._result(mirror, taken)
+
+    async def _locate(self) -> tuple[Invoice | None, Invoice | None]:
+        """The mirror by the remembered id, else by its marker (the id was lost or never stored)."""
+        known = await self.ids.get("invoice", self.wanted.id)
+        if known:
+            mirror = await self.ledger.read(known)
+            if mirror is not None and mirror.reference == self.marker:
+                return mirror, None
+            await self.ids.forget("invoice", self.wanted.id)
+        mirror, credit = await self.ledger.find(self.marker)
+        if mirror is not None:
+            await self.ids.put("invoice", self.wanted.id, mirror.id)
+        return mirror, credit
+
+    async def _source_credit(self) -> Invoice | None:
+        """The source's credit invoice for this original, known from its invoice_is_credited hook."""
+        credit_id = await self.ids.get("credited_by", self.wanted.id)
+        if not credit_id:
+            return None
+        self.calls.append(f"{self.source.name}: invoice.show {credit_id}")
+        answer = await self.source.call("invoice", "show", {"Identifier": credit_id})
+        return parse_sales_invoice(answer["invoice"])
+
+    async def _map_credit(self, credit: Invoice | None) -> None:
+        source_credit = await self._source_credit()
+        if credit is None:
+            _, credit = await self.ledger.find(self.marker)
+        if credit is None:
+            self.notes.append("the target's credit invoice was not found")
+            return
+        if source_credit is None:
+            self.notes.append(
+                f"credit invoice {credit.code} in {self.ledger.name}; the source's is not known"
+            )
+            return
+        await self.ids.put("invoice", source_credit.id, credit.id)
+        if abs(source_credit.amount_incl) != abs(credit.amount_incl):
+            raise PermanentError(
+                f"credit invoices disagree: {source_credit.code} totals {source_credit.amount_incl}, "
+                f"{credit.code} in {self.ledger.name} totals {credit.amount_incl}"
+            )
+        self.notes.append(f"credit invoice {source_credit.code} mirrored as {credit.code}")
+
+    def _result(self, mirror: Invoice | None, taken: list[str]) -> SyncResult:
+        code = self.wanted.code
+        if self.route.dry_run:
+            detail = (
+                f"dry run: {code} would take {len(taken)} step(s)" if taken else f"dry run: {code} in step"
+            )
+            return SyncResult("done", detail, self.calls, planned=taken)
+        state = f"{mirror.status.value}, paid {mirror.amount_paid}" if mirror else "absent"
+        did = "; ".join(taken) if taken else "already in step"
+        notes = "".join(f"; {note}" for note in self.notes)
+        where = f"{self.ledger.name} {mirror.code if mirror else ''}".strip()
+        return SyncResult("done", f"{code} → {where} ({state}): {did}{notes}", self.calls)
+
+
+def _describe(step: Step) -> str:
+    name = type(step).__name__
+    fields: dict[str, Any] = {
+        key: value for key, value in vars(step).items() if key not in ("lines", "source_credit") and value
     }
-    return SyncResult(
-        "done",
-        f"{route.ledger} mirror of {code} in {route.target} should be {state}",
-        calls,
-        planned=[{"target": route.target, "ledger": route.ledger, "state": state}],
-    )
+    if hasattr(step, "lines"):
+        fields["lines"] = len(step.lines)
+    args = ", ".join(f"{key}={value}" for key, value in fields.items())
+    return f"{name}({args})"

@@ -18,11 +18,12 @@ from arq.worker import func
 
 from tasks.client import ApiClient
 from tasks.errors import ApiError, BannedError, RateLimited, TransientError
-from tasks.hooks import parse_hook
+from tasks.hooks import InvoiceCreditedHook, parse_hook
 from tasks.sync import SyncResult, sync_invoice
 from worker import keys
 from worker.config import Settings
 from worker.documents import Claim, Documents
+from worker.idmap import RedisIdMap
 from worker.queue import FAN_OUT, SYNC, job_deserializer, job_serializer
 from worker.ratelimit import SharedRateLimit
 from worker.retry import backoff, give_up_reason
@@ -71,6 +72,11 @@ async def fan_out(ctx: dict[str, Any], event_id: str) -> str:
     await store.start(event_id, [route.name for route in routes])
     documents: Documents = ctx["documents"]
     for route in routes:
+        if isinstance(hook, InvoiceCreditedHook):
+            # The one link between an original and its credit invoice that HostFact's API does not show.
+            await RedisIdMap(ctx["redis"], route.name).put(
+                "credited_by", str(hook.id), str(hook.CreditInvoiceID)
+            )
         await documents.schedule(route.name, str(hook.document_id), event_id)
     return f"fanned out to {len(routes)} route(s)"
 
@@ -112,15 +118,20 @@ async def _sync_claimed(ctx: dict[str, Any], claim: Claim) -> list[str]:
         route = settings.route(claim.route)
         clients: dict[str, ApiClient] = ctx["clients"]
         result: SyncResult = await sync_invoice(
-            route, int(claim.document), source=clients[route.source], target=clients[route.target]
+            route,
+            claim.document,
+            source=clients[route.source],
+            target=clients[route.target],
+            ids=RedisIdMap(ctx["redis"], route.name),
         )
         outcome = {
             "status": result.status,
             "detail": result.detail,
             "calls": result.calls,
-            "planned": result.planned,
             "tries": attempt,
         }
+        if route.dry_run:
+            outcome["planned"] = result.planned
     except TransientError as exc:
         elapsed = time.time() - ctx["enqueue_time"].timestamp()
         delay = exc.retry_after if isinstance(exc, RateLimited) else backoff(attempt, settings.retry)

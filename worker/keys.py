@@ -60,3 +60,8 @@ def rate(administration: str) -> str:
 def paused(administration: str) -> str:
     """Set while calls to an administration are paused after a ban."""
     return f"{PREFIX}:paused:{administration}"
+
+
+def mapping(route: str, kind: str, source_id: str) -> str:
+    """A remembered id, source -> target, per route and kind; the markers in the target can rebuild it."""
+    return f"{PREFIX}:map:{route}:{kind}:{source_id}"

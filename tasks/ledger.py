@@ -1,0 +1,48 @@
+"""The ports of the sync: a `Ledger` (the target documents of a route) and an `IdMap` (remembered ids).
+
+Adapters implement `Ledger` per controller (`tasks.adapters`); the runtime implements `IdMap` in Redis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from tasks.invoice import Invoice
+from tasks.plan import Step
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What a step left behind, as far as the API told: the mirror's new state, a credit invoice made."""
+
+    mirror: Invoice | None = None
+    credit: Invoice | None = None
+    # False when the state above is the adapter's prediction rather than the API's answer.
+    fresh: bool = True
+
+
+class Ledger(Protocol):
+    """The documents a route keeps in its target administration."""
+
+    name: str
+    paid_keeps_amount: bool
+
+    async def read(self, identifier: str) -> Invoice | None:
+        """The document with this id, or None when the target does not know it."""
+
+    async def find(self, marker: str) -> tuple[Invoice | None, Invoice | None]:
+        """The mirror carrying ``marker``, and the credit invoice made from it, if any."""
+
+    async def apply(self, step: Step, source: Invoice, mirror: Invoice | None, marker: str) -> Applied:
+        """Make the step's API call(s)."""
+
+
+class IdMap(Protocol):
+    """Source id → target id, per kind ("invoice", "debtor", ...); a cache the markers can rebuild."""
+
+    async def get(self, kind: str, source_id: str) -> str | None: ...
+
+    async def put(self, kind: str, source_id: str, target_id: str) -> None: ...
+
+    async def forget(self, kind: str, source_id: str) -> None: ...
