@@ -137,12 +137,14 @@ class _ApiLedger:
         return self.parse(answer[self.controller])
 
     async def find(self, marker: str) -> tuple[Invoice | None, Invoice | None]:
-        # The API's search is a substring match: keep exact markers only.
         answer = await self.call(
             self.controller, "list", {"searchat": "ReferenceNumber", "searchfor": marker}, f"marker {marker}"
         )
+        # List rows may leave ReferenceNumber out; the bracketed marker makes every hit an exact one.
         rows = [
-            row for row in answer.get(self.controller + "s") or [] if row.get("ReferenceNumber") == marker
+            row
+            for row in answer.get(self.controller + "s") or []
+            if row.get("ReferenceNumber", marker) == marker
         ]
         found = [self.parse(row) for row in rows]
         credit = next((doc for doc in found if doc.status is Status.CREDIT), None)

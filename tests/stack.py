@@ -1,0 +1,110 @@
+"""A whole factsync on real sockets for a test: simulated HostFact source, a target, listener and workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from tasks.client import ApiClient
+from tasks.simulator import SimAdministration, run_simulator
+from tests.conftest import HOOK_SECRET, SOURCE_KEY, TARGET_KEY
+from worker.config import Settings
+from worker.embedded_redis import free_port
+from worker.runtime import Running, start
+from worker.store import FINAL, Event, EventStore
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    store: EventStore
+    hostfact: SimAdministration
+    target: SimAdministration
+    source: ApiClient
+    running: list[Running]
+
+    async def settled(self, within: float = 20) -> list[Event]:
+        """Every event, once each is done, ignored or failed."""
+        deadline = time.monotonic() + within
+        while True:
+            events = [e for e in [await self.store.get(i) for i in await self.store.ids(limit=10_000)] if e]
+            if all(e.status in FINAL for e in events):
+                return events
+            if time.monotonic() > deadline:
+                raise AssertionError(f"events did not settle: {[(e.action, e.status) for e in events]}")
+            await asyncio.sleep(0.02)
+
+    async def call(self, controller: str, action: str, **params: Any) -> dict[str, Any]:
+        """Act on the HostFact through its API, as a user would: its hooks fire at the listener."""
+        return await self.source.call(controller, action, params)
+
+    async def act(self, controller: str, action: str, **params: Any) -> list[Event]:
+        """Act on the HostFact and wait until factsync has handled what that fired."""
+        await self.call(controller, action, **params)
+        return await self.settled()
+
+
+@contextlib.asynccontextmanager
+async def running_stack(
+    redis_url: str,
+    *,
+    target_dialect: Literal["hostfact", "wefact"] = "wefact",
+    ledger: Literal["sales", "purchase"] = "sales",
+    creditors: dict[str, str] | None = None,
+    workers: int = 1,
+    **overrides: Any,
+) -> AsyncIterator[Stack]:
+    port = free_port()
+    hostfact = SimAdministration(
+        "hostfact",
+        "hostfact",
+        SOURCE_KEY,
+        hooks_url=f"http://127.0.0.1:{port}/hooks/hostfact",
+        hook_secret=HOOK_SECRET,
+    )
+    target = SimAdministration("target", target_dialect, TARGET_KEY)
+    async with run_simulator([hostfact, target]) as sim:
+        values: dict[str, Any] = {
+            "redis_url": redis_url,
+            "listen_port": port,
+            "poll_delay": 0.01,
+            "retry": {"max_tries": 4, "base_delay": 0.05, "max_delay": 0.2, "max_span": 60},
+            "sources": {
+                "hostfact": {
+                    "api_url": sim.api_url("hostfact"),
+                    "api_key": SOURCE_KEY,
+                    "hook_secrets": [HOOK_SECRET],
+                }
+            },
+            "targets": {
+                "target": {"api_url": sim.api_url("target"), "api_key": TARGET_KEY, "dialect": target_dialect}
+            },
+            "routes": {
+                ledger: {
+                    "source": "hostfact",
+                    "target": "target",
+                    "ledger": ledger,
+                    "creditors": creditors or {},
+                }
+            },
+        }
+        values.update(overrides)
+        settings = Settings(**values)
+        running = [await start(settings, redis_url, listen=True, work=workers > 0)]
+        for _ in range(max(workers - 1, 0)):
+            running.append(await start(settings, redis_url, listen=False, work=True))
+        from redis.asyncio import Redis
+
+        redis = Redis.from_url(redis_url)
+        store = EventStore(redis, dedup_ttl=settings.dedup_ttl, job_expiry_ms=settings.job_expiry_ms)
+        try:
+            async with ApiClient(settings.source("hostfact")) as source:
+                yield Stack(settings, store, hostfact, target, source, running)
+        finally:
+            for each in running:
+                await each.stop()
+            await redis.aclose()
