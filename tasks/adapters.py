@@ -262,15 +262,25 @@ class SalesLedger(_ApiLedger):
         known = await self.ids.get("debtor", source.party)
         if known:
             return known
-        try:
-            await self.call("debtor", "show", {"DebtorCode": source.party}, source.party)
-        except PermanentError as exc:
-            if not _is_not_found(exc):
-                raise
+        if not await self._debtor_exists(source.party):
             fields = {key: value for key, value in source.party_details.items() if key in DEBTOR_FIELDS}
-            await self.call("debtor", "add", {"DebtorCode": source.party, **fields}, source.party)
+            try:
+                await self.call("debtor", "add", {"DebtorCode": source.party, **fields}, source.party)
+            except PermanentError:
+                # Syncs of two invoices of one new debtor race to create it; the loser finds it made.
+                if not await self._debtor_exists(source.party):
+                    raise
         await self.ids.put("debtor", source.party, source.party)
         return source.party
+
+    async def _debtor_exists(self, code: str) -> bool:
+        try:
+            await self.call("debtor", "show", {"DebtorCode": code}, code)
+        except PermanentError as exc:
+            if _is_not_found(exc):
+                return False
+            raise
+        return True
 
 
 class PurchaseLedger(_ApiLedger):

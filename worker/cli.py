@@ -9,10 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import click
+from redis.asyncio import Redis
 
+from tasks.client import ApiClient
+from tasks.remap import rebuild_id_map
 from worker.config import ConfigError, Settings, load_settings
+from worker.idmap import RedisIdMap
 from worker.logs import configure_logging
-from worker.runtime import redis_for, serve
+from worker.ratelimit import SharedRateLimit
+from worker.runtime import redis_for, running_redis_url, serve
 
 
 def _secrets(settings: Settings) -> list[str]:
@@ -112,6 +117,46 @@ def worker(ctx: click.Context) -> None:
             "(use `factsync run` for the embedded single-process setup)"
         )
     _run(settings, listen=False, work=True)
+
+
+@main.command()
+@click.option("--route", "route_name", required=True, help="The route whose mapping to rebuild.")
+@click.pass_context
+def remap(ctx: click.Context, route_name: str) -> None:
+    """Rebuild a route's id mapping (source document -> mirror) from the markers in its target.
+
+    Every mirror carries "[factsync:SOURCE:ID]" in its ReferenceNumber, so the mapping in Redis can be
+    rebuilt after Redis lost it. Safe to run at any time; it only reads the target and writes the mapping.
+    """
+    settings = _load(ctx)
+    if route_name not in settings.routes:
+        known = ", ".join(sorted(settings.routes)) or "none"
+        raise click.ClickException(f"no route named {route_name!r} (configured: {known})")
+    try:
+        redis_url = running_redis_url(settings)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from None
+    mapped = asyncio.run(_remap(settings, route_name, redis_url))
+    click.echo(f"route {route_name}: {mapped} mirror(s) mapped from their markers")
+
+
+async def _remap(settings: Settings, route_name: str, redis_url: str) -> int:
+    route = settings.route(route_name)
+    redis = Redis.from_url(redis_url)
+    try:
+        throttle = SharedRateLimit(
+            redis, {route.target: settings.targets[route.target].rate_limit_per_minute}
+        )
+        async with ApiClient(settings.target(route.target), throttle=throttle) as target:
+            with click.progressbar(length=1, label=f"reading {route.target}", file=sys.stderr) as bar:
+
+                def progress(done: int, total: int) -> None:
+                    bar.length = total
+                    bar.update(done - bar.pos)
+
+                return await rebuild_id_map(route, target, RedisIdMap(redis, route.name), progress=progress)
+    finally:
+        await redis.aclose()
 
 
 @main.command()

@@ -94,6 +94,8 @@ class EmbeddedRedis:
                     raise EmbeddedRedisError(f"embedded redis-server exited at start:\n{tail}")
                 try:
                     if client.ping():
+                        # Operator commands (`factsync remap`, ...) find the running server here.
+                        self.url_file.write_text(self.url + "\n")
                         return self
                 except redis.ConnectionError:
                     pass
@@ -104,7 +106,12 @@ class EmbeddedRedis:
         finally:
             client.close()
 
+    @property
+    def url_file(self) -> Path:
+        return self.data_dir / "redis.url"
+
     def stop(self) -> None:
+        self.url_file.unlink(missing_ok=True)
         if self.process is None or self.process.poll() is not None:
             return
         # SIGTERM: redis flushes the append-only file before it exits.
