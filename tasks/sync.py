@@ -89,7 +89,7 @@ class _Convergence:
             step = next_step(self.wanted, mirror, paid_keeps_amount=self.ledger.paid_keeps_amount)
             if step is None:
                 break
-            if isinstance(step, Pay) and not fresh and mirror is not None:
+            if isinstance(step, Pay) and not fresh and mirror is not None and not self.route.dry_run:
                 # A payment's amount is computed from the mirror as the API says it is, never as predicted.
                 mirror, fresh = await self.ledger.read(mirror.id), True
                 continue

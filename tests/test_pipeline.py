@@ -196,3 +196,20 @@ async def test_requeue_of_a_queued_or_running_event_does_nothing(pipeline: Pipel
     previous, job = await pipeline.store.requeue(paid_id, by="test")
     assert previous in ("queued", "running") and job == ""
     assert (await pipeline.settled(paid_id)).generation == 0
+
+
+async def test_hooks_during_a_sync_cause_one_more_run_not_one_per_hook(pipeline: Pipeline) -> None:
+    invoice = await pipeline.new_invoice()
+    await pipeline.all_settled()
+    reads_before = len(source_reads(pipeline.hostfact))
+    # The first sync's read of the invoice takes a second; 30 hooks arrive meanwhile.
+    pipeline.hostfact.faults.inject("latency", controller="invoice", action="show", seconds=1.0, times=1)
+    await pipeline.source.call("invoice", "sendbyemail", {"Identifier": invoice["Identifier"]})
+    for _ in range(30):
+        await pipeline.source.call("invoice", "sendreminderbyemail", {"Identifier": invoice["Identifier"]})
+
+    events = await pipeline.all_settled()
+
+    assert len(events) == 32 and all(e.status == "done" for e in events)
+    syncs = len(source_reads(pipeline.hostfact)) - reads_before
+    assert 2 <= syncs <= 3, f"{syncs} syncs for 31 hooks: the run in progress and one (or two) after it"

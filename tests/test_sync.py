@@ -411,3 +411,29 @@ async def test_purchase_ignores_unmapped_debtors(purchase: Stack) -> None:
 
 def test_simulator_type_is_what_the_helpers_expect() -> None:
     assert hasattr(SimAdministration, "count_calls")
+
+
+async def test_a_dry_run_route_reads_both_ledgers_and_writes_nothing(redis: Redis, redis_url: str) -> None:
+    async with running_stack(redis_url, target_dialect="wefact", ledger="sales") as stack:
+        values = stack.settings.model_dump()
+        values["routes"]["sales"]["dry_run"] = True
+        # Restart the worker with the route switched to dry run.
+        for running in stack.running:
+            await running.stop()
+        from worker.config import Settings
+        from worker.runtime import start
+
+        stack.running = [await start(Settings(**values), redis_url)]
+        stack.hostfact.add_debtor(CompanyName="Company X")
+        answer = await stack.call(
+            "invoice", "add", DebtorCode="DB0001", InvoiceLines=HOSTFACT_SEED_LINES, Status=2
+        )
+        events = await stack.act(
+            "invoice", "partpayment", Identifier=answer["invoice"]["Identifier"], AmountPaid="5"
+        )
+
+        assert stack.target.count_calls(writes_only=True) == 0
+        assert not stack.target.invoices
+        paid = done(events, "invoice_is_partly_paid")
+        assert paid.outcomes["sales"]["planned"] == ["CreateMirror()", "Pay(amount=5.00)"]
+        assert "dry run" in paid.outcomes["sales"]["detail"]
