@@ -38,6 +38,8 @@ async def run_sandbox(*, port: int, data_dir: Path, demo: bool, exit_after_demo:
     )
     wefact = SimAdministration("wefact", "wefact", target_key)
     with EmbeddedRedis(data_dir / "redis") as server:
+        # The simulated administrations start empty every time; so does the sandbox's Redis.
+        await _flush(server.url)
         async with run_simulator([hostfact, wefact]) as sim:
             settings = Settings(
                 redis_url=server.url,
@@ -68,12 +70,27 @@ async def run_sandbox(*, port: int, data_dir: Path, demo: bool, exit_after_demo:
             try:
                 if demo:
                     code = await _demo(settings, server.url)
+                    for mirror in wefact.invoices.values():
+                        click.echo(
+                            f"WeFact now holds {mirror['InvoiceCode']}: status {mirror['Status']}, "
+                            f"total {mirror['AmountIncl']}, paid {mirror['AmountPaid']}, "
+                            f"marker {mirror['ReferenceNumber']}"
+                        )
+                    click.echo("")
                 if not exit_after_demo:
                     click.echo("Act on the HostFact API to fire more hooks; Ctrl-C stops the sandbox.")
                     await _until_signal()
             finally:
                 await running.stop()
     return code
+
+
+async def _flush(url: str) -> None:
+    redis = Redis.from_url(url)
+    try:
+        await redis.flushdb()
+    finally:
+        await redis.aclose()
 
 
 async def _until_signal() -> None:
