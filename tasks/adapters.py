@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any, Final
 
 from tasks.client import ApiClient
-from tasks.errors import PermanentError
+from tasks.errors import ApiError, PermanentError, TransientError
 from tasks.invoice import ZERO, Invoice, Line, Status, money, number
 from tasks.ledger import Applied, IdMap
 from tasks.plan import (
@@ -234,11 +234,6 @@ class SalesLedger(_ApiLedger):
         if isinstance(step, Credit):
             answer = await self.call("invoice", "credit", ident, mirror.id)
             credit = self.parse(answer["invoice"])
-            if credit.reference != marker:
-                edited = await self.call(
-                    "invoice", "edit", {"Identifier": credit.id, "ReferenceNumber": marker}
-                )
-                credit = self.parse(edited["invoice"])
             return Applied(replace(mirror, status=Status.CANCELLED, amount_paid=ZERO), credit, fresh=False)
         raise TypeError(f"unknown step {step!r}")
 
@@ -254,8 +249,59 @@ class SalesLedger(_ApiLedger):
             "ReferenceNumber": marker,
             "InvoiceLines": [self._line_params(line) for line in source.lines],
         }
-        answer = await self.call("invoice", "add", params, source.code)
+        try:
+            answer = await self.call("invoice", "add", params, source.code)
+        except PermanentError as exc:
+            if not any("invoice number" in message.lower() for message in exc.errors):
+                raise
+            raise await self._number_taken(source.code, exc) from exc
         return Applied(self.parse(answer["invoice"]))
+
+    async def _number_taken(self, code: str, refused: PermanentError) -> ApiError:
+        """Why the target refused the source's number, and whether waiting can help."""
+        holder = await self.read_code(code)
+        if holder is None:
+            return TransientError(f"{code} was taken a moment ago and is free now", exchange=refused.exchange)
+        if holder.status is Status.CREDIT and holder.reference.startswith("[factsync:"):
+            # A credit invoice the target numbered itself, until its own sync renumbers it.
+            return TransientError(
+                f"{code} is held by a credit invoice factsync made; it gets its source number shortly",
+                exchange=refused.exchange,
+            )
+        return PermanentError(
+            f"number {code} is already used in {self.name} by a document factsync did not make",
+            exchange=refused.exchange,
+        )
+
+    async def read_code(self, code: str) -> Invoice | None:
+        try:
+            answer = await self.call("invoice", "show", {"InvoiceCode": code}, code)
+        except PermanentError as exc:
+            if _is_not_found(exc):
+                return None
+            raise
+        return self.parse(answer["invoice"])
+
+    async def settle_credit(self, credit: Invoice, marker: str, source_credit: Invoice | None) -> Invoice:
+        """Give the credit invoice the target made its original's marker and the source credit's number."""
+        changes: dict[str, Any] = {}
+        if credit.reference != marker:
+            changes["ReferenceNumber"] = marker
+        if source_credit is not None and credit.code != source_credit.code:
+            # The target numbered it from its own sequence, which the source's next mirror may need.
+            changes["InvoiceCode"] = source_credit.code
+        if not changes:
+            return credit
+        try:
+            answer = await self.call("invoice", "edit", {"Identifier": credit.id} | changes, credit.code)
+        except PermanentError as exc:
+            if "InvoiceCode" in changes and any("already used" in message for message in exc.errors):
+                # Another credit invoice the target numbered holds it until its own sync renumbers it.
+                raise TransientError(
+                    f"{changes['InvoiceCode']} is still held in {self.name}", exchange=exc.exchange
+                ) from exc
+            raise
+        return self.parse(answer["invoice"])
 
     async def _debtor(self, source: Invoice) -> str:
         """The target's debtor for the source's: the same DebtorCode, created from the invoice's copy."""
@@ -342,6 +388,10 @@ class PurchaseLedger(_ApiLedger):
             "ReferenceNumber": marker,
             "InvoiceLines": [self._line_params(line) for line in source.lines],
         }
+
+    async def settle_credit(self, credit: Invoice, marker: str, source_credit: Invoice | None) -> Invoice:
+        """The purchase credit invoice is made with its marker and number: nothing to settle."""
+        return credit
 
     async def _edit(self, mirror: Invoice, fields: dict[str, Any]) -> Applied:
         answer = await self.call("creditinvoice", "edit", {"Identifier": mirror.id} | fields, mirror.id)

@@ -37,6 +37,9 @@ class Ledger(Protocol):
     async def apply(self, step: Step, source: Invoice, mirror: Invoice | None, marker: str) -> Applied:
         """Make the step's API call(s)."""
 
+    async def settle_credit(self, credit: Invoice, marker: str, source_credit: Invoice | None) -> Invoice:
+        """Make a credit invoice the target made carry ``marker`` (and the source credit's number)."""
+
 
 class IdMap(Protocol):
     """Source id → target id, per kind ("invoice", "debtor", ...); a cache the markers can rebuild."""

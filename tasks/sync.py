@@ -79,6 +79,8 @@ class _Convergence:
         self.calls = calls
         self.marker = marker(route.source, wanted.id)
         self.notes: list[str] = []
+        self._source_credit_read = False
+        self._source_credit_cache: Invoice | None = None
 
     async def run(self) -> SyncResult:
         mirror, credit = await self._locate()
@@ -135,20 +137,25 @@ class _Convergence:
 
     async def _source_credit(self) -> Invoice | None:
         """The source's credit invoice for this original, known from its invoice_is_credited hook."""
+        if self._source_credit_read:
+            return self._source_credit_cache
+        self._source_credit_read = True
         credit_id = await self.ids.get("credited_by", self.wanted.id)
-        if not credit_id:
-            return None
-        self.calls.append(f"{self.source.name}: invoice.show {credit_id}")
-        answer = await self.source.call("invoice", "show", {"Identifier": credit_id})
-        return parse_sales_invoice(answer["invoice"])
+        if credit_id:
+            self.calls.append(f"{self.source.name}: invoice.show {credit_id}")
+            answer = await self.source.call("invoice", "show", {"Identifier": credit_id})
+            self._source_credit_cache = parse_sales_invoice(answer["invoice"])
+        return self._source_credit_cache
 
     async def _map_credit(self, credit: Invoice | None) -> None:
+        """Mark and number the target's credit invoice, map it to the source's, and compare their totals."""
         source_credit = await self._source_credit()
         if credit is None:
             _, credit = await self.ledger.find(self.marker)
         if credit is None:
             self.notes.append("the target's credit invoice was not found")
             return
+        credit = await self.ledger.settle_credit(credit, self.marker, source_credit)
         if source_credit is None:
             self.notes.append(
                 f"credit invoice {credit.code} in {self.ledger.name}; the source's is not known"

@@ -56,6 +56,7 @@ async def running_stack(
     ledger: Literal["sales", "purchase"] = "sales",
     creditors: dict[str, str] | None = None,
     workers: int = 1,
+    route_options: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Stack]:
     port = free_port()
@@ -89,6 +90,7 @@ async def running_stack(
                     "target": "target",
                     "ledger": ledger,
                     "creditors": creditors or {},
+                    **(route_options or {}),
                 }
             },
         }

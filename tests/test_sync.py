@@ -414,16 +414,7 @@ def test_simulator_type_is_what_the_helpers_expect() -> None:
 
 
 async def test_a_dry_run_route_reads_both_ledgers_and_writes_nothing(redis: Redis, redis_url: str) -> None:
-    async with running_stack(redis_url, target_dialect="wefact", ledger="sales") as stack:
-        values = stack.settings.model_dump()
-        values["routes"]["sales"]["dry_run"] = True
-        # Restart the worker with the route switched to dry run.
-        for running in stack.running:
-            await running.stop()
-        from worker.config import Settings
-        from worker.runtime import start
-
-        stack.running = [await start(Settings(**values), redis_url)]
+    async with running_stack(redis_url, route_options={"dry_run": True}) as stack:
         stack.hostfact.add_debtor(CompanyName="Company X")
         answer = await stack.call(
             "invoice", "add", DebtorCode="DB0001", InvoiceLines=HOSTFACT_SEED_LINES, Status=2
@@ -437,3 +428,31 @@ async def test_a_dry_run_route_reads_both_ledgers_and_writes_nothing(redis: Redi
         paid = done(events, "invoice_is_partly_paid")
         assert paid.outcomes["sales"]["planned"] == ["CreateMirror()", "Pay(amount=5.00)"]
         assert "dry run" in paid.outcomes["sales"]["detail"]
+
+
+async def test_the_targets_credit_numbering_does_not_take_the_sources_next_number(
+    sales: Stack, company_x: dict[str, Any]
+) -> None:
+    """The target numbers the credit invoice it makes from its own sequence (F0002 here), which the
+    source's next invoice needs; factsync gives it the source credit's number, and the next mirror waits."""
+    sales.hostfact.add_debtor(**company_x)
+    first = await sales.call(
+        "invoice", "add", DebtorCode="DB0001", InvoiceLines=HOSTFACT_SEED_LINES, Status=2
+    )
+    await sales.settled()
+    await sales.call(
+        "invoice", "credit", Identifier=first["invoice"]["Identifier"]
+    )  # source: F0002 is the credit
+    await sales.settled()
+    # The next invoices in the source, F0003 and F0004 (F0002 is its credit invoice).
+    for _ in range(2):
+        await sales.call("invoice", "add", DebtorCode="DB0001", InvoiceLines=HOSTFACT_SEED_LINES, Status=2)
+    events = await sales.settled()
+
+    assert [e.reason for e in events if e.status == "failed"] == []
+    in_source = sorted((r["InvoiceCode"], r["Status"]) for r in sales.hostfact.invoices.values())
+    in_target = sorted(
+        (r["InvoiceCode"], SALES_STATUS_IN_TARGET.get(r["Status"], r["Status"]))
+        for r in sales.target.invoices.values()
+    )
+    assert in_target == [(code, SALES_STATUS_IN_TARGET.get(status, status)) for code, status in in_source]
