@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     dedup_ttl: int = Field(default=30 * 24 * 3600, gt=0)
     poll_delay: float = Field(default=0.05, gt=0)
     job_timeout: float = Field(default=120.0, gt=0)
+    # A document's lease, renewed every third of it while its sync runs: longer than a slow API call,
+    # short enough that a dead worker's lease soon frees the document for another.
+    lease_seconds: float = Field(default=60.0, gt=0)
     shutdown_grace: float = Field(default=20.0, ge=0)
     max_jobs: int = Field(default=20, gt=0)
     # After a WeFact 403 (IP ban) no worker calls that administration for this many seconds.
@@ -150,8 +153,7 @@ class Settings(BaseSettings):
 
     @property
     def lease_ms(self) -> int:
-        """A document's lease: longer than a slow API call, short enough that a dead worker's expires soon."""
-        return 60_000
+        return int(self.lease_seconds * 1000)
 
     def source(self, name: str) -> Administration:
         s = self.sources[name]
