@@ -213,3 +213,16 @@ async def test_hooks_during_a_sync_cause_one_more_run_not_one_per_hook(pipeline:
     assert len(events) == 32 and all(e.status == "done" for e in events)
     syncs = len(source_reads(pipeline.hostfact)) - reads_before
     assert 2 <= syncs <= 3, f"{syncs} syncs for 31 hooks: the run in progress and one (or two) after it"
+
+
+async def test_a_sync_slower_than_its_budget_is_retried_not_dropped(redis: Redis, redis_url: str) -> None:
+    from tests.stack import running_stack
+
+    async with running_stack(redis_url, job_timeout=3) as stack:
+        stack.hostfact.add_debtor(CompanyName="Company X")
+        # The first read hangs past the sync's budget (job_timeout 3 s → about 2.4 s).
+        stack.hostfact.faults.inject("latency", controller="invoice", action="show", seconds=4, times=1)
+        await stack.call("invoice", "add", DebtorCode="DB0001", InvoiceLines=LINES, Status=2)
+        (event,) = await stack.settled(within=30)
+    assert event.status == "done", event.reason
+    assert event.tries == 2

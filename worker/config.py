@@ -152,6 +152,11 @@ class Settings(BaseSettings):
         return int((self.retry.max_span + 24 * 3600) * 1000)
 
     @property
+    def sync_budget(self) -> float:
+        """How long one sync may take before it is abandoned and retried: a margin inside job_timeout."""
+        return max(self.job_timeout - 5, self.job_timeout * 0.8)
+
+    @property
     def lease_ms(self) -> int:
         return int(self.lease_seconds * 1000)
 

@@ -117,13 +117,19 @@ async def _sync_claimed(ctx: dict[str, Any], claim: Claim) -> list[str]:
             raise LookupError(f"route {claim.route!r} is no longer configured")
         route = settings.route(claim.route)
         clients: dict[str, ApiClient] = ctx["clients"]
-        result: SyncResult = await sync_invoice(
-            route,
-            claim.document,
-            source=clients[route.source],
-            target=clients[route.target],
-            ids=RedisIdMap(ctx["redis"], route.name),
-        )
+        try:
+            # Within arq's job timeout, so that a slow sync is retried here, with its outcome recorded,
+            # rather than killed by arq, which would drop the job and leave its events running forever.
+            async with asyncio.timeout(settings.sync_budget):
+                result: SyncResult = await sync_invoice(
+                    route,
+                    claim.document,
+                    source=clients[route.source],
+                    target=clients[route.target],
+                    ids=RedisIdMap(ctx["redis"], route.name),
+                )
+        except TimeoutError:
+            raise TransientError(f"the sync took longer than {settings.sync_budget:.0f} s") from None
         outcome = {
             "status": result.status,
             "detail": result.detail,
