@@ -6,34 +6,19 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 from redis.asyncio import Redis
 
 from tasks.client import ApiClient
 from tasks.remap import rebuild_id_map
-from worker.config import ConfigError, Settings, load_settings
+from worker.cli_ops import register as register_operator_commands
+from worker.clicontext import load_settings_for
+from worker.config import Settings
 from worker.idmap import RedisIdMap
 from worker.logs import configure_logging
 from worker.ratelimit import SharedRateLimit
 from worker.runtime import redis_for, running_redis_url, serve
-
-
-def _secrets(settings: Settings) -> list[str]:
-    values = [s.api_key.get_secret_value() for s in settings.sources.values()]
-    values += [t.api_key.get_secret_value() for t in settings.targets.values()]
-    values += [h.get_secret_value() for s in settings.sources.values() for h in s.hook_secrets]
-    return values
-
-
-def _load(ctx: click.Context, **overrides: Any) -> Settings:
-    try:
-        settings = load_settings(ctx.obj["config"], **{k: v for k, v in overrides.items() if v is not None})
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-    configure_logging(secrets=_secrets(settings), json=ctx.obj["log_json"], level=ctx.obj["log_level"])
-    return settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -90,7 +75,7 @@ def run(ctx: click.Context, host: str | None, port: int | None) -> None:
     Without a Redis URL (FACTSYNC_REDIS_URL or redis_url in the config) an embedded Redis server is
     started with its append-only file under data_dir.
     """
-    _run(_load(ctx, listen_host=host, listen_port=port), listen=True, work=True)
+    _run(load_settings_for(ctx, listen_host=host, listen_port=port), listen=True, work=True)
 
 
 @main.command()
@@ -99,7 +84,7 @@ def run(ctx: click.Context, host: str | None, port: int | None) -> None:
 @click.pass_context
 def listen(ctx: click.Context, host: str | None, port: int | None) -> None:
     """Run only the listener: POST /hooks/{source}, GET /healthz, GET /readyz."""
-    _run(_load(ctx, listen_host=host, listen_port=port), listen=True, work=False)
+    _run(load_settings_for(ctx, listen_host=host, listen_port=port), listen=True, work=False)
 
 
 @main.command()
@@ -110,7 +95,7 @@ def worker(ctx: click.Context) -> None:
     SIGTERM stops it gracefully: it takes no new job, lets running ones finish within shutdown_grace
     seconds, and leaves the rest queued for another worker.
     """
-    settings = _load(ctx)
+    settings = load_settings_for(ctx)
     if not settings.redis_url:
         raise click.ClickException(
             "a separate worker needs a shared Redis: set FACTSYNC_REDIS_URL or redis_url "
@@ -128,7 +113,7 @@ def remap(ctx: click.Context, route_name: str) -> None:
     Every mirror carries "[factsync:SOURCE:ID]" in its ReferenceNumber, so the mapping in Redis can be
     rebuilt after Redis lost it. Safe to run at any time; it only reads the target and writes the mapping.
     """
-    settings = _load(ctx)
+    settings = load_settings_for(ctx)
     if route_name not in settings.routes:
         known = ", ".join(sorted(settings.routes)) or "none"
         raise click.ClickException(f"no route named {route_name!r} (configured: {known})")
@@ -196,6 +181,8 @@ def sandbox(ctx: click.Context, port: int, data_dir: Path, demo: bool, exit_afte
         code = 0
     sys.exit(code)
 
+
+register_operator_commands(main)
 
 if __name__ == "__main__":
     main()

@@ -90,6 +90,20 @@ class RetrySettings(BaseModel):
     max_span: float = Field(default=6 * 3600.0, gt=0)
 
 
+class DashboardSettings(BaseModel):
+    """The web dashboard under /dashboard: off unless a token or a username and password are set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.token is not None or (self.username is not None and self.password is not None)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FACTSYNC_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -114,6 +128,11 @@ class Settings(BaseSettings):
     # After a WeFact 403 (IP ban) no worker calls that administration for this many seconds.
     ban_pause: float = Field(default=900.0, gt=0)
     retry: RetrySettings = Field(default_factory=RetrySettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    # Serve Prometheus metrics at /metrics on the listener.
+    metrics: bool = True
+    # `factsync worker` runs this many worker processes and restarts one that dies.
+    worker_processes: int = Field(default=1, ge=1)
     sources: dict[str, SourceSettings] = Field(default_factory=dict)
     targets: dict[str, TargetSettings] = Field(default_factory=dict)
     routes: dict[str, RouteSettings] = Field(default_factory=dict)

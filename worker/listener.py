@@ -16,6 +16,8 @@ from redis.asyncio import Redis
 
 from tasks.hooks import parse_hook
 from worker.config import Settings
+from worker.dashboard import setup_dashboard
+from worker.metrics import setup_metrics
 from worker.signing import HookVerifier, SignatureError
 from worker.store import EventStore
 
@@ -143,4 +145,6 @@ def create_app(settings: Settings, redis_url: str) -> web.Application:
     app.router.add_post("/hooks/{source}", receive_hook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    setup_metrics(app, settings)
+    setup_dashboard(app, settings)
     return app
