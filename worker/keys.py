@@ -65,3 +65,11 @@ def paused(administration: str) -> str:
 def mapping(route: str, kind: str, source_id: str) -> str:
     """A remembered id, source -> target, per route and kind; the markers in the target can rebuild it."""
     return f"{PREFIX}:map:{route}:{kind}:{source_id}"
+
+
+WORKERS = f"{PREFIX}:workers"
+
+
+def worker(worker_id: str) -> str:
+    """One worker process's heartbeat (a hash with a TTL): it disappears when the process stops beating."""
+    return f"{PREFIX}:worker:{worker_id}"

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 from arq.worker import Worker
+from redis.asyncio import Redis
 
 from worker.config import Settings
 from worker.embedded_redis import EmbeddedRedis
+from worker.heartbeat import keep_beating, new_worker_id
 from worker.jobs import worker_settings
 from worker.listener import create_app
 
@@ -50,6 +52,9 @@ class Running:
     runner: web.AppRunner | None
     worker: Worker | None
     worker_task: asyncio.Task[None] | None
+    worker_id: str | None = None
+    heartbeat: asyncio.Task[None] | None = None
+    redis: Redis | None = None
 
     async def stop(self) -> None:
         """Graceful: stop taking hooks, let running jobs finish within the grace period, then close."""
@@ -60,6 +65,12 @@ class Running:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.worker_task
             await self.worker.close()
+        if self.heartbeat is not None:
+            self.heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.heartbeat
+        if self.redis is not None:
+            await self.redis.aclose()
 
 
 async def start(settings: Settings, redis_url: str, *, listen: bool = True, work: bool = True) -> Running:
@@ -79,7 +90,11 @@ async def start(settings: Settings, redis_url: str, *, listen: bool = True, work
         worker = Worker(**worker_settings(settings, redis_url), handle_signals=False)
         # arq's graceful shutdown cancels `main_task` once running jobs are done; it must be this task.
         task = worker.main_task = asyncio.create_task(worker.main())
-        log.info("worker.started", queue=worker.queue_name, max_jobs=settings.max_jobs)
+        redis = Redis.from_url(redis_url)
+        worker_id = new_worker_id()
+        heartbeat = asyncio.create_task(keep_beating(redis, worker_id, worker))
+        log.info("worker.started", queue=worker.queue_name, max_jobs=settings.max_jobs, worker_id=worker_id)
+        return Running(url, runner, worker, task, worker_id, heartbeat, redis)
     return Running(url, runner, worker, task)
 
 

@@ -1,0 +1,110 @@
+"""Worker heartbeats: each worker process says every few seconds that it is alive and what it has done.
+
+`factsync status` lists them and `factsync check` fails when none is fresh (container health checks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from arq.worker import Worker
+from redis.asyncio import Redis
+
+from worker import keys
+from worker.redisio import done
+
+INTERVAL = 5.0
+# A heartbeat older than this means the worker is gone (or stuck).
+STALE_AFTER = 3 * INTERVAL
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    worker_id: str
+    host: str
+    pid: int
+    started_at: float
+    beat_at: float
+    jobs_complete: int
+    jobs_failed: int
+    jobs_retried: int
+    jobs_running: int
+
+    @property
+    def age(self) -> float:
+        return max(0.0, time.time() - self.beat_at)
+
+    @property
+    def fresh(self) -> bool:
+        return self.age <= STALE_AFTER
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
+async def beat(redis: Redis, worker_id: str, worker: Worker, started_at: float) -> None:
+    fields: dict[str, Any] = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started_at": f"{started_at:.3f}",
+        "beat_at": f"{time.time():.3f}",
+        "jobs_complete": worker.jobs_complete,
+        "jobs_failed": worker.jobs_failed,
+        "jobs_retried": worker.jobs_retried,
+        "jobs_running": len(worker.tasks),
+    }
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hset(keys.worker(worker_id), mapping=fields)
+        pipe.expire(keys.worker(worker_id), int(STALE_AFTER * 4))
+        pipe.sadd(keys.WORKERS, worker_id)
+        await pipe.execute()
+
+
+async def keep_beating(redis: Redis, worker_id: str, worker: Worker) -> None:
+    """Beat until cancelled, then take the heartbeat down: a stopped worker is not a dead one."""
+    started_at = time.time()
+    try:
+        while True:
+            with contextlib.suppress(Exception):  # Redis away for a moment: beat again next time
+                await beat(redis, worker_id, worker, started_at)
+            await asyncio.sleep(INTERVAL)
+    finally:
+        with contextlib.suppress(Exception):
+            await done(redis.delete(keys.worker(worker_id)))
+            await done(redis.srem(keys.WORKERS, worker_id))
+
+
+async def heartbeats(redis: Redis) -> list[Heartbeat]:
+    """Every worker that beat recently enough to still have a heartbeat, freshest first."""
+    found: list[Heartbeat] = []
+    for raw_id in await done(redis.smembers(keys.WORKERS)):
+        worker_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+        raw = await done(redis.hgetall(keys.worker(worker_id)))
+        if not raw:
+            await done(redis.srem(keys.WORKERS, worker_id))  # expired: forget it
+            continue
+        data = {
+            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in raw.items()
+        }
+        found.append(
+            Heartbeat(
+                worker_id=worker_id,
+                host=data.get("host", ""),
+                pid=int(data.get("pid", 0)),
+                started_at=float(data.get("started_at", 0)),
+                beat_at=float(data.get("beat_at", 0)),
+                jobs_complete=int(data.get("jobs_complete", 0)),
+                jobs_failed=int(data.get("jobs_failed", 0)),
+                jobs_retried=int(data.get("jobs_retried", 0)),
+                jobs_running=int(data.get("jobs_running", 0)),
+            )
+        )
+    return sorted(found, key=lambda hb: hb.beat_at, reverse=True)
