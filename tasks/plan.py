@@ -83,9 +83,7 @@ def next_step(source: Invoice, mirror: Invoice | None, *, paid_keeps_amount: boo
         return CreateMirror()
     if mirror.status in _SETTLED:
         return None
-    if source.status is Status.CANCELLED:
-        # A draft cannot be credited: it must be final first.
-        return Finalise() if mirror.status is Status.DRAFT else Credit()
+    # A draft mirror is made final first: the source is no longer a draft, and a draft cannot be credited.
     if mirror.status is Status.DRAFT and not source.is_draft:
         return Finalise()
     if (mirror.date, mirror.term) != (source.date, source.term):
@@ -97,6 +95,9 @@ def next_step(source: Invoice, mirror: Invoice | None, *, paid_keeps_amount: boo
     # A target refuses to remove every line of an invoice; by now the source's lines were added.
     if gone and len(gone) < len(mirror.lines):
         return RemoveLines(tuple(gone))
+    if source.status is Status.CANCELLED:
+        # Credited only once its lines are the source's, so the two credit invoices agree.
+        return Credit()
     return _payment_step(source, mirror, paid_keeps_amount)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from redis.asyncio import Redis
 
@@ -64,7 +65,7 @@ async def test_events_during_a_run_cause_exactly_one_follow_up(redis: Redis) -> 
     assert await redis.scard(keys.pending("sales", "12")) == 0
 
 
-async def test_no_follow_up_when_a_queued_job_will_see_the_events(redis: Redis) -> None:
+async def test_no_new_job_when_a_queued_job_will_see_the_events(redis: Redis) -> None:
     docs = documents(redis)
     job = await docs.schedule("sales", "12", "evt_1")
     assert job is not None
@@ -72,7 +73,9 @@ async def test_no_follow_up_when_a_queued_job_will_see_the_events(redis: Redis) 
     assert claim is not None
     queued = await docs.schedule("sales", "12", "evt_2")  # queued, not started yet
     assert queued is not None
-    assert await docs.release(claim, claim.event_ids) is None
+    # The job already queued is the one that runs next; no other is made.
+    assert await docs.release(claim, claim.event_ids) == queued
+    assert sorted(await queued_jobs(redis)) == sorted([job, queued])
     later = await docs.claim("sales", "12", queued)
     assert later is not None and later.event_ids == ["evt_2"]
 
@@ -124,3 +127,44 @@ async def test_a_retrying_job_takes_the_events_that_arrive_during_its_backoff(re
 
     retry = await docs.claim("sales", "12", job)
     assert retry is not None and retry.event_ids == ["evt_1", "evt_2"]
+
+
+async def test_events_left_to_a_dead_holder_get_their_run_when_its_lease_runs_out(redis: Redis) -> None:
+    docs = documents(redis, lease_ms=400)
+    job = await docs.schedule("sales", "12", "evt_1")
+    assert job is not None
+    await redis.zrem(keys.QUEUE, job)
+    assert await docs.claim("sales", "12", job) is not None  # ... and then its worker is killed
+    await redis.zrem(keys.QUEUE, job)
+
+    # A new event's job (or the killed job run again by arq) finds the lease held and stands down...
+    second = await docs.schedule("sales", "12", "evt_2")
+    assert second is not None
+    await redis.zrem(keys.QUEUE, second)
+    assert await docs.claim("sales", "12", second) is None
+    # ...leaving one job due when the dead holder's lease runs out.
+    (watch,) = await redis.zrange(keys.QUEUE, 0, -1, withscores=True)
+    due_in = watch[1] - time.time() * 1000
+    assert 100 < due_in <= 700
+    await asyncio.sleep(0.45)
+    taken = await docs.claim("sales", "12", watch[0].decode())
+    assert taken is not None and taken.event_ids == ["evt_1", "evt_2"]
+
+
+async def test_a_live_holder_wakes_the_job_waiting_for_its_lease(redis: Redis) -> None:
+    docs = documents(redis, lease_ms=60_000)
+    job = await docs.schedule("sales", "12", "evt_1")
+    assert job is not None
+    holder = await docs.claim("sales", "12", job)
+    assert holder is not None
+    await redis.zrem(keys.QUEUE, job)
+    second = await docs.schedule("sales", "12", "evt_2")
+    assert second is not None
+    await redis.zrem(keys.QUEUE, second)
+    assert await docs.claim("sales", "12", second) is None
+    (waiting, due) = (await redis.zrange(keys.QUEUE, 0, -1, withscores=True))[0]
+    assert due > time.time() * 1000 + 50_000, "due when the holder's lease would run out"
+
+    assert await docs.release(holder, holder.event_ids) == waiting.decode()
+    (_, woken) = (await redis.zrange(keys.QUEUE, 0, -1, withscores=True))[0]
+    assert woken <= time.time() * 1000, "woken: due now that the lease is free"

@@ -1,11 +1,13 @@
 """One writer per (route, document), and coalescing: the Redis scripts that decide who syncs a document.
 
 - `schedule`: an event joins the document's pending set; a sync job is queued unless one is already
-  queued and not started.
-- `claim`: a starting job takes the document's lease, or, when another job holds it, leaves its events to
-  that job and stands down (no job waits on a lock and holds a worker slot).
-- `release`: the holder gives the lease back and, when events arrived during its run, queues exactly one
-  follow-up job.
+  queued and not started (the document's `scheduled` flag names it).
+- `claim`: a starting job takes the document's lease. When another job holds it, this one stands down
+  (no job waits on a lock and holds a worker slot) and leaves a job queued for when that lease would
+  expire, unless one is queued already: if the holder is alive it wakes that job when it finishes; if
+  it died, the job runs once its lease has run out. Either way the events get their run.
+- `release`: the holder gives the lease back; a queued job for the document is woken to run now, or,
+  when events arrived during the run and none is queued, exactly one follow-up job is queued.
 Each is one script, so no interleaving of them can strand an event in the pending set.
 """
 
@@ -34,16 +36,20 @@ redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
 return ARGV[4]
 """
 
-# KEYS: lock, scheduled, pending   ARGV: token, lease ms, this job's id
+# KEYS: lock, scheduled, pending, watch job key, queue
+# ARGV: token, lease ms, this job's id, watch job id, watch job body, expiry ms, now ms
 # Returns the pending event ids when the lease is taken, false when another job holds it.
 _CLAIM = """
 if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  local holder = redis.call('GET', KEYS[1])
-  if holder ~= ARGV[1] then return false end
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return redis.call('SMEMBERS', KEYS[3])
 end
-return redis.call('SMEMBERS', KEYS[3])
+local ttl = math.max(redis.call('PTTL', KEYS[1]), 0)
+if redis.call('SET', KEYS[2], ARGV[4], 'NX', 'PX', ARGV[6]) then
+  redis.call('PSETEX', KEYS[4], ARGV[6], ARGV[5])
+  redis.call('ZADD', KEYS[5], tonumber(ARGV[7]) + ttl + 250, ARGV[4])
+end
+return false
 """
 
 # KEYS: lock   ARGV: token, lease ms
@@ -53,9 +59,9 @@ return 0
 """
 
 # KEYS: lock, pending, scheduled, job key, queue
-# ARGV: token, expiry ms, score, job id, job body, retrying job id ('' = none), done event ids...
+# ARGV: token, expiry ms, now ms, job id, job body, retrying job id ('' = none), done event ids...
 # A job that will retry counts as queued: it takes the `scheduled` flag again, so events that arrive
-# during its backoff join its next run instead of starting another job.
+# during its backoff join its next run instead of starting another job. Returns the job that runs next.
 _RELEASE = """
 if #ARGV > 6 then redis.call('SREM', KEYS[2], unpack(ARGV, 7)) end
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
@@ -63,8 +69,14 @@ if ARGV[6] ~= '' then
   redis.call('SET', KEYS[3], ARGV[6], 'NX', 'PX', ARGV[2])
   return false
 end
+local queued = redis.call('GET', KEYS[3])
+if queued then
+  -- The lease is free now: a job waiting for it (or for its time) may run at once.
+  redis.call('ZADD', KEYS[5], 'XX', ARGV[3], queued)
+  return queued
+end
 if redis.call('SCARD', KEYS[2]) == 0 then return false end
-if not redis.call('SET', KEYS[3], ARGV[4], 'NX', 'PX', ARGV[2]) then return false end
+redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[2])
 redis.call('PSETEX', KEYS[4], ARGV[2], ARGV[5])
 redis.call('ZADD', KEYS[5], ARGV[3], ARGV[4])
 return ARGV[4]
@@ -106,21 +118,37 @@ class Documents:
         return _text(result) if result else None
 
     async def claim(self, route: str, document: str, job_id: str) -> Claim | None:
+        """The lease and this run's events, or None when another job holds the document."""
         token = secrets.token_hex(8)
+        watch_id, now = sync_job_id(route, document), now_ms()
         result = await self._claim(
-            keys=[keys.lock(route, document), keys.scheduled(route, document), keys.pending(route, document)],
-            args=[token, self.lease_ms, job_id],
+            keys=[
+                keys.lock(route, document),
+                keys.scheduled(route, document),
+                keys.pending(route, document),
+                keys.job(watch_id),
+                keys.QUEUE,
+            ],
+            args=[
+                token,
+                self.lease_ms,
+                job_id,
+                watch_id,
+                job_body(SYNC, (route, document), now),
+                self.job_expiry_ms,
+                now,
+            ],
         )
         if result is None:
             return None
         return Claim(route, document, token, sorted(_text(item) for item in result))
 
     async def release(self, claim: Claim, done: list[str], *, retrying: str = "") -> str | None:
-        """Give the lease back; returns the id of the follow-up job queued for events that came meanwhile.
+        """Give the lease back; returns the job that will sync the document next, if one is needed.
 
-        ``retrying``: the id of this job when arq will run it again (after a backoff); no follow-up then.
+        ``retrying``: the id of this job when arq will run it again (after a backoff); it is the next.
         """
-        job_id, score = sync_job_id(claim.route, claim.document), now_ms()
+        job_id, now = sync_job_id(claim.route, claim.document), now_ms()
         result = await self._release(
             keys=[
                 keys.lock(claim.route, claim.document),
@@ -132,9 +160,9 @@ class Documents:
             args=[
                 claim.token,
                 self.job_expiry_ms,
-                score,
+                now,
                 job_id,
-                job_body(SYNC, (claim.route, claim.document), score),
+                job_body(SYNC, (claim.route, claim.document), now),
                 retrying,
                 *done,
             ],
