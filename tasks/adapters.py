@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Final
 
@@ -99,6 +99,37 @@ def parse_sales_invoice(row: Mapping[str, Any]) -> Invoice:
     return replace(invoice, party_details=details)
 
 
+# What parsing a malformed answer raises: a missing key, a string where an object belongs, "abc" as an amount.
+_MALFORMED: Final = (KeyError, TypeError, ValueError, ArithmeticError, AttributeError)
+
+
+def parse_answer(
+    parse: Callable[[Mapping[str, Any]], Invoice], row: object, *, what: str, exchange: dict[str, Any] | None
+) -> Invoice:
+    """Parse a document from an answer; an answer that does not hold what the API documents is transient
+    (like a body that is not the envelope): retried, and failed with the exchange when it persists."""
+    try:
+        if not isinstance(row, Mapping):
+            raise TypeError(f"{type(row).__name__}, not an object")
+        return parse(row)
+    except _MALFORMED as exc:
+        raise TransientError(
+            f"{what} in the answer is not what the API documents ({type(exc).__name__}: {exc})",
+            exchange=exchange,
+        ) from None
+
+
+async def read_sales_invoice(client: ApiClient, identifier: int | str) -> Invoice:
+    """A sales invoice by id, with the debtor data it carries."""
+    answer = await client.call("invoice", "show", {"Identifier": identifier})
+    return parse_answer(
+        parse_sales_invoice,
+        answer.get("invoice"),
+        what=f"invoice {identifier}",
+        exchange=client.last_exchange,
+    )
+
+
 def _is_not_found(exc: PermanentError) -> bool:
     return any(text in message.lower() for message in exc.errors for text in _NOT_FOUND)
 
@@ -127,6 +158,13 @@ class _ApiLedger:
     def parse(self, row: Mapping[str, Any]) -> Invoice:
         return parse_invoice(row, self.statuses, self.party_key)
 
+    def guarded(self, row: object) -> Invoice:
+        return parse_answer(self.parse, row, what=f"a {self.controller}", exchange=self.client.last_exchange)
+
+    def document(self, answer: Mapping[str, Any]) -> Invoice:
+        """The document an answer carries under the controller's key."""
+        return self.guarded(answer.get(self.controller))
+
     async def read(self, identifier: str) -> Invoice | None:
         try:
             answer = await self.call(self.controller, "show", {"Identifier": identifier}, identifier)
@@ -134,7 +172,7 @@ class _ApiLedger:
             if _is_not_found(exc):
                 return None
             raise
-        return self.parse(answer[self.controller])
+        return self.document(answer)
 
     async def find(self, marker: str) -> tuple[Invoice | None, Invoice | None]:
         answer = await self.call(
@@ -146,7 +184,7 @@ class _ApiLedger:
             for row in answer.get(self.controller + "s") or []
             if row.get("ReferenceNumber", marker) == marker
         ]
-        found = [self.parse(row) for row in rows]
+        found = [self.guarded(row) for row in rows]
         credit = next((doc for doc in found if doc.status is Status.CREDIT), None)
         listed = next((doc for doc in found if doc.status is not Status.CREDIT), None)
         # List rows carry no lines: read the mirror itself.
@@ -171,7 +209,7 @@ class _ApiLedger:
             {"Identifier": mirror.id, "InvoiceLines": lines},
             f"{len(lines)} line(s)",
         )
-        return Applied(self.parse(answer[self.controller]))
+        return Applied(self.document(answer))
 
 
 class SalesLedger(_ApiLedger):
@@ -202,12 +240,12 @@ class SalesLedger(_ApiLedger):
             answer = await self.call(
                 "invoice", "edit", ident | {"Status": 2, "InvoiceCode": source.code}, mirror.id
             )
-            return Applied(self.parse(answer["invoice"]))
+            return Applied(self.document(answer))
         if isinstance(step, EditHeader):
             answer = await self.call(
                 "invoice", "edit", ident | {"Date": step.date, "Term": step.term}, mirror.id
             )
-            return Applied(self.parse(answer["invoice"]))
+            return Applied(self.document(answer))
         if isinstance(step, AddLines):
             return await self._with_lines(mirror, "add", [self._line_params(line) for line in step.lines])
         if isinstance(step, RemoveLines):
@@ -222,7 +260,7 @@ class SalesLedger(_ApiLedger):
                 method = step.payment_method if step.payment_method in WEFACT_PAYMENT_METHODS else "wire"
                 params["PaymentMethod"] = method
             answer = await self.call("invoice", "partpayment", params, f"{mirror.id} {step.amount}")
-            return Applied(self.parse(answer["invoice"]))
+            return Applied(self.document(answer))
         if isinstance(step, MarkPaid):
             params = ident | ({"PayDate": step.pay_date} if step.pay_date else {})
             await self.call("invoice", "markaspaid", params, mirror.id)
@@ -233,7 +271,7 @@ class SalesLedger(_ApiLedger):
             return Applied(await self.read(mirror.id))
         if isinstance(step, Credit):
             answer = await self.call("invoice", "credit", ident, mirror.id)
-            credit = self.parse(answer["invoice"])
+            credit = self.document(answer)
             return Applied(replace(mirror, status=Status.CANCELLED, amount_paid=ZERO), credit, fresh=False)
         raise TypeError(f"unknown step {step!r}")
 
@@ -255,7 +293,7 @@ class SalesLedger(_ApiLedger):
             if not any("invoice number" in message.lower() for message in exc.errors):
                 raise
             raise await self._number_taken(source.code, exc) from exc
-        return Applied(self.parse(answer["invoice"]))
+        return Applied(self.document(answer))
 
     async def _number_taken(self, code: str, refused: PermanentError) -> ApiError:
         """Why the target refused the source's number, and whether waiting can help."""
@@ -280,7 +318,7 @@ class SalesLedger(_ApiLedger):
             if _is_not_found(exc):
                 return None
             raise
-        return self.parse(answer["invoice"])
+        return self.document(answer)
 
     async def settle_credit(self, credit: Invoice, marker: str, source_credit: Invoice | None) -> Invoice:
         """Give the credit invoice the target made its original's marker and the source credit's number."""
@@ -301,7 +339,7 @@ class SalesLedger(_ApiLedger):
                     f"{changes['InvoiceCode']} is still held in {self.name}", exchange=exc.exchange
                 ) from exc
             raise
-        return self.parse(answer["invoice"])
+        return self.document(answer)
 
     async def _debtor(self, source: Invoice) -> str:
         """The target's debtor for the source's: the same DebtorCode, created from the invoice's copy."""
@@ -347,7 +385,7 @@ class PurchaseLedger(_ApiLedger):
         if isinstance(step, CreateMirror):
             params = self._document(source, marker) | {"Status": 0 if source.is_draft else 1}
             answer = await self.call("creditinvoice", "add", params, source.code)
-            return Applied(self.parse(answer["creditinvoice"]))
+            return Applied(self.document(answer))
         assert mirror is not None, f"{step} needs a mirror"
         ident = {"Identifier": mirror.id}
         if isinstance(step, Finalise):
@@ -367,7 +405,7 @@ class PurchaseLedger(_ApiLedger):
                 | ({"PayDate": step.pay_date} if step.pay_date else {})
             )
             answer = await self.call("creditinvoice", "partpayment", params, f"{mirror.id} {step.amount}")
-            return Applied(self.parse(answer["creditinvoice"]))
+            return Applied(self.document(answer))
         if isinstance(step, MarkPaid):
             await self.call("creditinvoice", "markaspaid", ident, mirror.id)
             return Applied(predict(step, source, mirror), fresh=False)
@@ -395,7 +433,7 @@ class PurchaseLedger(_ApiLedger):
 
     async def _edit(self, mirror: Invoice, fields: dict[str, Any]) -> Applied:
         answer = await self.call("creditinvoice", "edit", {"Identifier": mirror.id} | fields, mirror.id)
-        return Applied(self.parse(answer["creditinvoice"]))
+        return Applied(self.document(answer))
 
     async def _credit(self, step: Credit, source: Invoice, mirror: Invoice, marker: str) -> Applied:
         _, credit = await self.find(marker)
@@ -407,7 +445,7 @@ class PurchaseLedger(_ApiLedger):
                 negated = replace(negated, code=f"{source.code}-credit")
             params = self._document(negated, marker) | {"Status": 8}
             answer = await self.call("creditinvoice", "add", params, negated.code)
-            credit = self.parse(answer["creditinvoice"])
+            credit = self.document(answer)
         if self.client.dialect == "hostfact":
             cancelled = await self._edit(mirror, {"Status": 9})
             return Applied(cancelled.mirror, credit)

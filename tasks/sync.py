@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tasks.adapters import PurchaseLedger, SalesLedger, parse_sales_invoice
+from tasks.adapters import PurchaseLedger, SalesLedger, read_sales_invoice
 from tasks.client import ApiClient
 from tasks.errors import PermanentError
 from tasks.invoice import Invoice, Status, marker
@@ -41,8 +41,7 @@ async def sync_invoice(
 ) -> SyncResult:
     """Bring the target of ``route`` in step with source invoice ``invoice_id``."""
     calls: list[str] = [f"{source.name}: invoice.show {invoice_id}"]
-    answer = await source.call("invoice", "show", {"Identifier": invoice_id})
-    wanted = parse_sales_invoice(answer["invoice"])
+    wanted = await read_sales_invoice(source, invoice_id)
 
     if wanted.is_draft and not route.mirror_drafts:
         return SyncResult("ignored", f"{wanted.code} is a draft; it is mirrored once it has a number", calls)
@@ -143,8 +142,7 @@ class _Convergence:
         credit_id = await self.ids.get("credited_by", self.wanted.id)
         if credit_id:
             self.calls.append(f"{self.source.name}: invoice.show {credit_id}")
-            answer = await self.source.call("invoice", "show", {"Identifier": credit_id})
-            self._source_credit_cache = parse_sales_invoice(answer["invoice"])
+            self._source_credit_cache = await read_sales_invoice(self.source, credit_id)
         return self._source_credit_cache
 
     async def _map_credit(self, credit: Invoice | None) -> None:

@@ -1,0 +1,448 @@
+"""Fault drills: a workload through the whole pipeline while something breaks, then a verdict.
+
+Every drill: an embedded Redis of its own, the simulator (HostFact source that fires signed hooks inline,
+WeFact target) and the listener in this process, workers as ``python -m worker.cli worker`` processes. The
+workload: --invoices invoices made in the simulated HostFact by --users concurrent users, each paid in
+1-2 part payments, half marked paid, a tenth credited (about 3.5 events per invoice).
+
+Verdict (all must hold): every hook the listener acknowledged is an event in the store; every event is
+done, ignored with a reason or failed with a reason (failed ones are re-enqueued once, as an operator would,
+and must then settle); the target mirrors the source invoice by invoice (tests/ledgers.py); no payment
+booked twice (the mirror's AmountPaid history follows the source's; applied partpayment sums match).
+
+Drills (``--drill``):
+  kill     SIGKILL a random worker every --kill-every seconds during the workload; a new one replaces it
+  redis    SIGTERM Redis mid-run and start it again; then SIGKILL it (appendfsync always) and start it again
+  faults   20 % 5xx, 5 % timeouts, 5 % HTML pages, 2 % lost answers on writes, a burst of 403s
+  backlog  --backlog events queued before any worker runs: Redis memory per queued event; time to drain
+
+    python bench/drills.py --drill kill --invoices 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import HOOK_SECRET, SOURCE_KEY, TARGET_KEY, WorkerPool, config_text, machine
+
+LINES = [
+    {"Description": "Hosting", "PriceExcl": "10", "TaxPercentage": "21"},
+    {"Description": "Domain", "PriceExcl": "15", "TaxPercentage": "21"},
+]
+
+
+@dataclass
+class Drill:
+    workdir: Path
+    redis_server: Any
+    sim: Any
+    source: Any
+    target: Any
+    traces: tuple[Any, Any]
+    listener: Any
+    store: Any
+    redis: Any
+    pool: WorkerPool
+    api: Any
+    notes: list[str] = field(default_factory=list)
+
+    async def redeliver(self) -> int:
+        """What hooks.php's spool + resend.php do: post every hook that was not acknowledged again, with
+        its own webhook-id (so one that did arrive is answered as a duplicate)."""
+        import aiohttp
+        from standardwebhooks import Webhook
+
+        hook = Webhook(HOOK_SECRET)
+        sent = 0
+        async with aiohttp.ClientSession() as session:
+            for delivery in self.source.hooks_fired:
+                if delivery.delivered:
+                    continue
+                now = datetime.now(tz=UTC)
+                headers = {
+                    "content-type": "application/json",
+                    "webhook-id": delivery.webhook_id,
+                    "webhook-timestamp": str(int(now.timestamp())),
+                    "webhook-signature": hook.sign(delivery.webhook_id, now, delivery.body),
+                }
+                for _ in range(50):
+                    try:
+                        async with session.post(
+                            self.source.hooks.url, data=delivery.body.encode(), headers=headers
+                        ) as r:
+                            await r.read()
+                            if 200 <= r.status < 300:
+                                delivery.http_status = r.status
+                                sent += 1
+                                break
+                    except aiohttp.ClientError:
+                        pass
+                    await asyncio.sleep(0.2)
+        return sent
+
+    async def settled(self, within: float) -> bool:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            try:
+                busy = await self.store.count("queued") + await self.store.count("running")
+            except Exception:
+                busy = 1
+            if busy == 0:
+                return True
+            self.supervise()
+            await asyncio.sleep(0.25)
+        return False
+
+    def supervise(self) -> None:
+        """A process manager's job: replace a worker process that died."""
+        for proc in list(self.pool.procs):
+            if proc.poll() is not None and proc in self.pool.procs:
+                self.pool.procs.remove(proc)
+                if proc.returncode != -9:
+                    self.notes.append(f"worker pid {proc.pid} exited by itself with code {proc.returncode}")
+                self.pool.spawn()
+
+    async def verdict(self, within: float = 180) -> dict[str, Any]:
+        from tests.ledgers import mirror_problems, payment_history_problems
+
+        await self.sim.drain_hooks()
+        redelivered = await self.redeliver()
+        ok = await self.settled(within)
+        failed_first = await self.store.ids("failed", limit=100_000)
+        reasons: dict[str, int] = {}
+        for event_id in failed_first:
+            event = await self.store.get(event_id)
+            key = (event.reason if event else "?")[:120]
+            reasons[key] = reasons.get(key, 0) + 1
+        for event_id in failed_first:
+            await self.store.requeue(event_id, by="drill")
+        ok = await self.settled(within) and ok
+        ids = await self.store.ids(limit=1_000_000)
+        events = [await self.store.get(i) for i in ids]
+        stored_webhooks = {e.webhook_id for e in events if e}
+        acknowledged = [d for d in self.source.hooks_fired if d.delivered]
+        lost = [d.webhook_id for d in acknowledged if d.webhook_id not in stored_webhooks]
+        statuses: dict[str, int] = {}
+        no_reason = 0
+        for e in events:
+            if e is None:
+                continue
+            statuses[e.status] = statuses.get(e.status, 0) + 1
+            # An event ignored by the sync carries its reason in the route's outcome ("detail").
+            outcome_reasons = [o.get("reason") or o.get("detail") for o in e.outcomes.values()]
+            if e.status in ("failed", "ignored") and not (e.reason or any(outcome_reasons)):
+                no_reason += 1
+        mirror = mirror_problems(self.source, self.target)
+        doubles = payment_history_problems(self.source, self.target, *self.traces)
+        return {
+            "hooks_fired": len(self.source.hooks_fired),
+            "hooks_acknowledged": len(acknowledged),
+            "redelivered_after_run": redelivered,
+            "events": len(events),
+            "statuses_after_requeue": statuses,
+            "failed_before_requeue": len(failed_first),
+            "failed_reasons": reasons,
+            "settled": ok,
+            "acknowledged_but_lost": len(lost),
+            "final_without_reason": no_reason,
+            "mirror_problems": mirror[:10],
+            "mirror_problem_count": len(mirror),
+            "double_booking_problems": doubles[:10],
+            "target_writes": self.target.count_calls(writes_only=True),
+            "notes": self.notes,
+            "PASS": ok
+            and not lost
+            and not no_reason
+            and not mirror
+            and not doubles
+            and statuses.get("queued", 0) + statuses.get("running", 0) == 0,
+        }
+
+
+@contextlib.asynccontextmanager
+async def drill(
+    workdir: Path, *, workers: int = 2, appendfsync: str = "everysec", ban_pause: float = 5, **config: Any
+) -> AsyncIterator[Drill]:
+    from redis.asyncio import Redis
+
+    from tasks.client import ApiClient
+    from tasks.simulator import SimAdministration, run_simulator
+    from tests.ledgers import trace_payments
+    from worker.config import Settings
+    from worker.embedded_redis import EmbeddedRedis, free_port
+    from worker.runtime import start
+    from worker.store import EventStore
+
+    server = EmbeddedRedis(workdir / "redis", appendfsync=appendfsync).start()
+    port = free_port()
+    source = SimAdministration(
+        "hostfact",
+        "hostfact",
+        SOURCE_KEY,
+        hooks_url=f"http://127.0.0.1:{port}/hooks/hostfact",
+        hook_secret=HOOK_SECRET,
+        seed=7,
+    )
+    target = SimAdministration("target", "wefact", TARGET_KEY, seed=11)
+    traces = (trace_payments(source), trace_payments(target))
+    try:
+        async with run_simulator([source, target]) as sim:
+            cfg = workdir / "drill.toml"
+            cfg.write_text(
+                config_text(
+                    server.url, sim.api_url("hostfact"), sim.api_url("target"), ban_pause=ban_pause, **config
+                )
+            )
+            from worker.config import load_settings
+
+            settings: Settings = load_settings(cfg, listen_port=port)
+            listener = await start(settings, server.url, listen=True, work=False)
+            redis = Redis.from_url(server.url)
+            store = EventStore(redis, dedup_ttl=settings.dedup_ttl, job_expiry_ms=settings.job_expiry_ms)
+            pool = WorkerPool(cfg, workdir / "workers.log")
+            pool.start(workers)
+            try:
+                async with ApiClient(settings.source("hostfact")) as api:
+                    yield Drill(
+                        workdir, server, sim, source, target, traces, listener, store, redis, pool, api
+                    )
+            finally:
+                pool.stop()
+                await listener.stop()
+                await redis.aclose()
+    finally:
+        server.stop()
+
+
+async def workload(d: Drill, invoices: int, users: int, seed: int = 1) -> int:
+    """Make invoices in the simulated HostFact as users would; returns how many API calls failed."""
+    from tasks.errors import ApiError
+
+    rng = random.Random(seed)
+    debtors = [
+        (await d.api.call("debtor", "add", {"CompanyName": f"Drill {i}"}))["debtor"]["DebtorCode"]
+        for i in range(max(1, min(20, invoices // 10)))
+    ]
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(invoices):
+        queue.put_nowait(i)
+    errors = 0
+
+    async def call(controller: str, action: str, params: dict[str, Any]) -> dict[str, Any] | None:
+        nonlocal errors
+        for _ in range(20):
+            try:
+                return await d.api.call(controller, action, params)
+            except ApiError as exc:
+                if "concurrent" in str(exc).lower():
+                    await asyncio.sleep(0.05)
+                    continue
+                errors += 1
+                return None
+        errors += 1
+        return None
+
+    async def user() -> None:
+        while not queue.empty():
+            i = queue.get_nowait()
+            made = await call(
+                "invoice",
+                "add",
+                {"DebtorCode": debtors[i % len(debtors)], "InvoiceLines": LINES, "Status": 2},
+            )
+            if not made:
+                continue
+            ident = made["invoice"]["Identifier"]
+            for _ in range(rng.randint(1, 2)):
+                await call(
+                    "invoice", "partpayment", {"Identifier": ident, "AmountPaid": f"{rng.randint(1, 9)}.25"}
+                )
+            roll = rng.random()
+            if roll < 0.5:
+                await call("invoice", "markaspaid", {"Identifier": ident})
+            elif roll < 0.6:
+                await call("invoice", "credit", {"Identifier": ident})
+
+    await asyncio.gather(*(user() for _ in range(users)))
+    return errors
+
+
+async def drill_kill(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    async with drill(workdir, workers=args.workers, job_timeout=10) as d:
+        rng = random.Random(3)
+        kills = 0
+        work = asyncio.create_task(workload(d, args.invoices, args.users))
+        started = time.monotonic()
+        while not work.done() or time.monotonic() - started < args.kill_for:
+            await asyncio.sleep(args.kill_every)
+            alive = d.pool.alive()
+            if alive:
+                d.pool.kill(rng.choice(alive))
+                kills += 1
+            d.supervise()
+            if work.done() and time.monotonic() - started > args.kill_for:
+                break
+        errors = await work
+        result = await d.verdict(within=args.settle)
+        return {"drill": "kill", "sigkills": kills, "workload_api_errors": errors, **result}
+
+
+async def drill_redis(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    from worker.embedded_redis import EmbeddedRedis
+
+    async with drill(workdir, workers=args.workers, appendfsync="always") as d:
+        work = asyncio.create_task(workload(d, args.invoices, args.users))
+        port, data = d.redis_server.port, d.redis_server.data_dir
+        await asyncio.sleep(args.redis_after)
+        stages = []
+        for how in ("SIGTERM", "SIGKILL"):
+            acked_before = sum(1 for h in d.source.hooks_fired if h.delivered)
+            if how == "SIGTERM":
+                d.redis_server.stop()
+            else:
+                d.redis_server.process.kill()
+                d.redis_server.process.wait()
+            down_at = time.monotonic()
+            await asyncio.sleep(args.redis_down)
+            d.redis_server = EmbeddedRedis(data, port=port, appendfsync="always").start()
+            stages.append(
+                {"how": how, "acked_before": acked_before, "down_s": round(time.monotonic() - down_at, 2)}
+            )
+            await asyncio.sleep(args.redis_after)
+        errors = await work
+        d.supervise()
+        result = await d.verdict(within=args.settle)
+        return {"drill": "redis", "restarts": stages, "workload_api_errors": errors, **result}
+
+
+async def drill_faults(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    async with drill(
+        workdir,
+        workers=args.workers,
+        job_timeout=15,
+        retry={"max_tries": 12, "base_delay": 0.05, "max_delay": 0.5, "max_span": 120},
+    ) as d:
+        plan = d.target.faults
+        plan.inject("http_500", probability=0.1)
+        plan.inject("http_503", probability=0.1 / 0.9)
+        plan.inject("timeout", probability=0.05 / 0.8, seconds=1.0)
+        plan.inject("html", probability=0.05 / 0.76, status=500)
+        plan.inject("lost_answer", probability=0.02 / 0.72, writes_only=True)
+        work = asyncio.create_task(workload(d, args.invoices, args.users))
+        await asyncio.sleep(2)
+        plan.inject("ban_403", times=3, seconds=0)
+        errors = await work
+        result = await d.verdict(within=args.settle)
+        faults = {f"{r.kind}": r.hits for r in plan.rules}
+        faulted = sum(1 for c in d.target.calls if c.fault)
+        return {
+            "drill": "faults",
+            "faulted_target_calls": faulted,
+            "fault_hits_by_rule": faults,
+            "target_calls": len(d.target.calls),
+            "workload_api_errors": errors,
+            **result,
+        }
+
+
+async def drill_backlog(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    from tasks.simulator.invoices import hook_ref
+
+    async with drill(workdir, workers=0) as d:
+        distinct = min(args.backlog, 2000)
+        debtor = d.source.add_debtor(CompanyName="Backlog BV")
+        invoices = [
+            d.source.add_invoice(DebtorCode=debtor["DebtorCode"], InvoiceLines=LINES, Status=2)
+            for _ in range(distinct)
+        ]
+        before = int((await d.redis.info("memory"))["used_memory"])
+        started = time.perf_counter()
+        for i in range(args.backlog):
+            await d.store.accept(
+                source="hostfact",
+                action="invoice_is_created" if i < distinct else "invoice_is_edited",
+                payload=hook_ref(invoices[i % distinct]),
+                webhook_id=f"msg_backlog_{i}",
+            )
+        accept_s = time.perf_counter() - started
+        after = int((await d.redis.info("memory"))["used_memory"])
+        d.pool.start(args.workers)
+        started = time.perf_counter()
+        ok = await d.settled(args.settle)
+        drain_s = time.perf_counter() - started
+        result = await d.verdict(within=args.settle)
+        return {
+            "drill": "backlog",
+            "queued_events": args.backlog,
+            "distinct_invoices": distinct,
+            "bytes_per_queued_event": round((after - before) / args.backlog),
+            "used_memory_mb": round(after / 2**20, 1),
+            "accept_s": round(accept_s, 1),
+            "drain_s": round(drain_s, 1),
+            "drained_events_per_s": round(args.backlog / drain_s, 1),
+            "drained": ok,
+            **result,
+        }
+
+
+DRILLS = {"kill": drill_kill, "redis": drill_redis, "faults": drill_faults, "backlog": drill_backlog}
+
+
+async def amain(args: argparse.Namespace) -> list[dict[str, Any]]:
+    results = []
+    names = list(DRILLS) if args.drill == "all" else args.drill.split(",")
+    for name in names:
+        with tempfile.TemporaryDirectory() as tmp:
+            started = time.monotonic()
+            result = await DRILLS[name](args, Path(tmp))
+            result["seconds"] = round(time.monotonic() - started, 1)
+            print(json.dumps(result, indent=2, default=str), flush=True)
+            results.append(result)
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--drill", default="all", help="kill, redis, faults, backlog, comma-separated, or all"
+    )
+    parser.add_argument(
+        "--invoices", type=int, default=300, help="invoices in the workload (~3.5 events each)"
+    )
+    parser.add_argument("--users", type=int, default=8, help="concurrent users acting on HostFact")
+    parser.add_argument("--workers", type=int, default=3, help="worker processes")
+    parser.add_argument("--kill-every", type=float, default=3.0)
+    parser.add_argument("--kill-for", type=float, default=20.0, help="keep killing at least this long")
+    parser.add_argument(
+        "--redis-after", type=float, default=4.0, help="seconds of work before/after each stop"
+    )
+    parser.add_argument("--redis-down", type=float, default=1.0, help="seconds Redis stays down")
+    parser.add_argument("--backlog", type=int, default=20_000, help="queued events for the backlog drill")
+    parser.add_argument("--settle", type=float, default=240.0, help="seconds allowed to settle")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    results = asyncio.run(amain(args))
+    summary = {"machine": machine(), "args": vars(args) | {"json": str(args.json)}, "results": results}
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2, default=str))
+    return 0 if all(r.get("PASS") for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""The fastest fault drills of bench/drills.py, as tests: each ends with the drill's verdict.
+
+- API faults (5xx, timeouts, HTML pages, lost answers, a 403) on a small workload: target = source, nothing
+  lost, nothing booked twice.
+- Redis SIGKILLed with appendfsync always: every hook the listener acknowledged is still there after the
+  restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+
+import aiohttp
+
+from bench.drills import drill, drill_faults
+from tests.conftest import hook_body
+from worker import keys
+from worker.embedded_redis import EmbeddedRedis
+from worker.queue import fan_out_job_id
+from worker.store import EventStore
+
+
+def _args(**values: object) -> argparse.Namespace:
+    defaults: dict[str, object] = {"invoices": 25, "users": 4, "workers": 2, "settle": 25.0}
+    return argparse.Namespace(**(defaults | values))
+
+
+async def test_api_faults_drill_ends_with_target_equal_to_source(tmp_path: Path) -> None:
+    result = await drill_faults(_args(), tmp_path)
+    assert result["PASS"], json.dumps(result, indent=1, default=str)
+    assert result["faulted_target_calls"] > 0
+
+
+async def test_redis_sigkill_with_appendfsync_always_keeps_every_acknowledged_hook(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from standardwebhooks import Webhook
+
+    from bench.common import HOOK_SECRET
+
+    async with drill(tmp_path, workers=0, appendfsync="always") as d:
+        url = d.source.hooks.url
+        acknowledged = []
+        async with aiohttp.ClientSession() as session:
+            for i in range(200):
+                body = hook_body("invoice_is_paid", {"id": 1000 + i, "Debtor": 1, "InvoiceCode": f"F{i}"})
+                now = datetime.now(tz=UTC)
+                webhook_id = f"msg_kill_{i}"
+                headers = {
+                    "content-type": "application/json",
+                    "webhook-id": webhook_id,
+                    "webhook-timestamp": str(int(now.timestamp())),
+                    "webhook-signature": Webhook(HOOK_SECRET).sign(webhook_id, now, body.decode()),
+                }
+                async with session.post(url, data=body, headers=headers) as r:
+                    if r.status == 202:
+                        acknowledged.append((await r.json())["event_id"])
+        port, data = d.redis_server.port, d.redis_server.data_dir
+        d.redis_server.process.kill()
+        d.redis_server.process.wait()
+        d.redis_server = EmbeddedRedis(data, port=port, appendfsync="always").start()
+        await asyncio.sleep(0.2)
+        store = EventStore(d.redis, dedup_ttl=3600, job_expiry_ms=3_600_000)
+        missing = [e for e in acknowledged if await store.get(e) is None]
+        unqueued = [e for e in acknowledged if not await d.redis.exists(keys.job(fan_out_job_id(e, 0)))]
+        assert len(acknowledged) == 200
+        assert missing == []
+        assert unqueued == []
