@@ -1,9 +1,831 @@
-"""The operators' commands of `factsync`: status, events, failed events, replay, backfill, audit."""
+"""The operators' commands of `factsync`: status, events, failed events, replay, backfill, audit.
+
+The queries and actions live in `worker.operate` and `worker.resync` (the dashboard uses them too); this
+module parses options and prints tables, or JSON with --json.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import asdict
+from datetime import datetime
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
 import click
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from tasks.audit import AuditReport
+from tasks.errors import ApiError, TransientError
+from tasks.model import Route
+from worker import operate, resync
+from worker.clicontext import load_settings_for
+from worker.config import Settings
+from worker.heartbeat import STALE_AFTER
+from worker.runtime import running_redis_url
+from worker.store import STATUSES, Event, EventStore
+
+T = TypeVar("T")
+
+# Exit status of a command that ran but leaves something for an operator: drift, failed syncs, refusals.
+ATTENTION = 3
+# Bulk actions on more than 20 events show a progress bar.
+PROGRESS_FROM = 21
+# Widest a table cell gets before it is cut with "…" (`show` prints everything).
+CELL = 60
+
+
+# -- plumbing ------------------------------------------------------------------------------------------------
+
+
+def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """--since/--until: an ISO date or datetime, or an age such as 2h or 3d, as epoch seconds."""
+    if value is None:
+        return None
+    try:
+        return operate.parse_when(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+WHEN: dict[str, Any] = {"callback": _when, "metavar": "TIME"}
+_json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table."
+)
+
+
+def _settings_and_url(ctx: click.Context) -> tuple[Settings, str]:
+    settings = load_settings_for(ctx)
+    try:
+        return settings, running_redis_url(settings)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _route(settings: Settings, name: str) -> Route:
+    if name not in settings.routes:
+        known = ", ".join(sorted(settings.routes)) or "none"
+        raise click.ClickException(f"no route named {name!r} (configured: {known})")
+    return settings.route(name)
+
+
+@contextlib.asynccontextmanager
+async def _connected(settings: Settings, url: str) -> AsyncIterator[tuple[Redis, EventStore]]:
+    redis = Redis.from_url(url)
+    try:
+        yield redis, EventStore(redis, dedup_ttl=settings.dedup_ttl, job_expiry_ms=settings.job_expiry_ms)
+    finally:
+        await redis.aclose()
+
+
+def _run(url: str, work: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine; a Redis or API that cannot be reached is a clean error, not a traceback."""
+    try:
+        return asyncio.run(work)
+    except RedisConnectionError as exc:
+        raise click.ClickException(f"cannot reach Redis at {_safe_url(url)}: {exc}") from None
+    except TransientError as exc:
+        # No retry loop here: the workers own the one; the command is safe to run again as a whole.
+        raise click.ClickException(
+            f"an API call failed ({exc.message}); nothing more was done, run it again"
+        ) from None
+    except ApiError as exc:
+        raise click.ClickException(f"the API refused ({exc.message}); nothing more was done") from None
+    except resync.NoWorker as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _safe_url(url: str) -> str:
+    # A Redis URL may carry a password; an error message must not.
+    parts = urlsplit(url)
+    if parts.password:
+        host = parts.hostname or ""
+        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str, ensure_ascii=False))
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}" if seconds < 10 * size else f"{int(seconds // size)}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _at(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _cut(text: str, width: int = CELL) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, indent: str = "") -> None:
+    cells = [[_cut(str(cell)) for cell in row] for row in rows]
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
+    for row in [list(headers), *cells]:
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        click.echo((indent + line).rstrip())
+
+
+class ProgressReport:
+    """A progress bar on a terminal; without one (cron, CI, a log) a line at every tenth of the way.
+
+    Called as ``progress(done, total)``; prints nothing when ``total`` stays under ``minimum``.
+    """
+
+    def __init__(self, label: str, *, minimum: int = 0) -> None:
+        self.label = label
+        self.minimum = minimum
+        self._bar: Any = None
+        self._tenth = -1
+        self._tty = sys.stderr.isatty()
+
+    def __enter__(self) -> ProgressReport:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(kind, exc, tb)
+
+    def __call__(self, done: int, total: int) -> None:
+        if total < max(self.minimum, 1):
+            return
+        if self._tty:
+            if self._bar is None:
+                self._bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
+                self._bar.__enter__()
+            self._bar.length = total
+            self._bar.update(done - self._bar.pos)
+            return
+        tenth = done * 10 // total
+        if tenth > self._tenth:
+            self._tenth = tenth
+            click.echo(f"{self.label}: {done}/{total} ({done * 100 // total}%)", err=True)
+
+
+# -- rendering events ----------------------------------------------------------------------------------------
+
+
+def _invoice(event: Event) -> str:
+    code = event.payload.get("InvoiceCode", "")
+    return str(code or event.payload.get("id", ""))
+
+
+def _summary(event: Event) -> str:
+    if event.status == "discarded":
+        note = operate.discarded_note(event) or {}
+        return f"discarded by {note.get('by', '?')}: {note.get('reason', '')}"
+    if event.reason:
+        return event.reason
+    return "; ".join(
+        f"{route}: {outcome.get('detail', '')}" for route, outcome in sorted(event.outcomes.items())
+    )
+
+
+def _event_json(event: Event) -> dict[str, Any]:
+    data = asdict(event)
+    data["received"] = datetime.fromtimestamp(event.received_at).astimezone().isoformat(timespec="seconds")
+    return data
+
+
+def _print_events(events: list[Event], *, empty: str) -> None:
+    if not events:
+        click.echo(empty)
+        return
+    now = time.time()
+    _table(
+        ["ID", "AGE", "SOURCE", "ACTION", "INVOICE", "STATUS", "ROUTES", "TRIES", "DETAIL"],
+        [
+            [
+                e.id,
+                _ago(now - e.received_at),
+                e.source,
+                e.action,
+                _invoice(e),
+                e.status,
+                ",".join(e.routes) or "-",
+                e.tries,
+                _summary(e),
+            ]
+            for e in events
+        ],
+    )
+
+
+def _print_event(event: Event) -> None:
+    """Everything factsync knows of one event, for an operator deciding what to do with it."""
+    rows = [
+        ("status", f"{event.status} (tries {event.tries}, generation {event.generation})"),
+        ("source", event.source),
+        ("action", event.action),
+        ("received", f"{_at(event.received_at)} ({_ago(time.time() - event.received_at)} ago)"),
+        ("webhook-id", event.webhook_id or "- (not from a hook)"),
+        ("routes", ", ".join(event.routes) or "- (not fanned out yet)"),
+    ]
+    if event.reason:
+        rows.append(("reason", event.reason))
+    click.echo(f"event {event.id}")
+    for name, value in rows:
+        click.echo(f"  {name:<11} {value}")
+    click.echo("payload")
+    click.echo(_indent(json.dumps(event.payload, indent=2, ensure_ascii=False)))
+    for route in event.routes or sorted(event.outcomes):
+        outcome = event.outcomes.get(route)
+        if outcome is None:
+            click.echo(f"route {route}: no outcome yet")
+            continue
+        took = f", {outcome['elapsed_ms']} ms" if "elapsed_ms" in outcome else ""
+        click.echo(f"route {route}: {outcome.get('status')} after {outcome.get('tries', '?')} try(s){took}")
+        if outcome.get("detail"):
+            click.echo(f"  detail  {outcome['detail']}")
+        if outcome.get("reason"):
+            click.echo(f"  reason  {outcome['reason']}")
+        if "planned" in outcome:
+            click.echo(
+                "  planned (dry run, nothing written):" if outcome["planned"] else "  planned: nothing"
+            )
+            for number, step in enumerate(outcome["planned"], start=1):
+                click.echo(f"    {number}. {step}")
+        calls = outcome.get("calls") or []
+        if calls:
+            click.echo(f"  API calls of the last try ({len(calls)}):")
+        elif outcome.get("status") == "failed":
+            # The worker journals the calls of a sync that completes; a failed one leaves its last exchange.
+            click.echo("  API calls: not journaled for a failed try; its last exchange is below")
+        else:
+            click.echo("  API calls: none")
+        for number, call in enumerate(calls, start=1):
+            click.echo(f"    {number}. {call}")
+        if outcome.get("exchange"):
+            click.echo("  last API exchange (keys redacted):")
+            click.echo(_indent(json.dumps(outcome["exchange"], indent=2, ensure_ascii=False), 4))
+    if event.last_exchange and not any(o.get("exchange") for o in event.outcomes.values()):
+        click.echo("last API exchange (keys redacted)")
+        click.echo(_indent(json.dumps(event.last_exchange, indent=2, ensure_ascii=False)))
+    click.echo("history" if event.history else "history: never re-enqueued")
+    for note in event.history:
+        if "discarded_at" in note:
+            click.echo(f"  {_at(note['discarded_at'])}  discarded by {note.get('by')}: {note.get('reason')}")
+        else:
+            at = _at(note.get("requeued_at", 0))
+            click.echo(f"  {at}  re-enqueued by {note.get('by')} (generation {note.get('generation')})")
+
+
+def _indent(text: str, spaces: int = 2) -> str:
+    return "\n".join(" " * spaces + line for line in text.splitlines())
+
+
+def _show(ctx: click.Context, event_id: str, as_json: bool) -> None:
+    settings, url = _settings_and_url(ctx)
+
+    async def work() -> Event | None:
+        async with _connected(settings, url) as (_, store):
+            return await operate.get_event(store, event_id)
+
+    event = _run(url, work())
+    if event is None:
+        raise click.ClickException(f"no event {event_id!r} (ids look like evt_0635c8e1d2a3f9b1c2d3e4f5a6)")
+    if as_json:
+        _echo_json(_event_json(event))
+    else:
+        _print_event(event)
+
+
+def _filter_options(*, status: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The filters `events list` and `failed list` share."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        options = [
+            click.option("--action", help="Only this action, e.g. invoice_is_paid, backfill, audit."),
+            click.option("--source", help="Only events of this source administration."),
+            click.option("--route", help="Only events fanned out to this route."),
+            click.option(
+                "--invoice", help="Only events about this invoice number (InvoiceCode), e.g. F0042."
+            ),
+            click.option("--since", **WHEN, help="Received at or after this time: 2026-01-31, 2h, 3d."),
+            click.option("--until", **WHEN, help="Received at or before this time."),
+            click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True),
+            _json_option,
+        ]
+        if status:
+            options.insert(0, click.option("--status", type=click.Choice(STATUSES), help="Only this status."))
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def _list(ctx: click.Context, flt: operate.EventFilter, limit: int, as_json: bool, empty: str) -> None:
+    settings, url = _settings_and_url(ctx)
+
+    async def work() -> list[Event]:
+        async with _connected(settings, url) as (_, store):
+            return await operate.list_events(store, flt, limit=limit)
+
+    events = _run(url, work())
+    if as_json:
+        _echo_json([_event_json(event) for event in events])
+    else:
+        _print_events(events, empty=empty)
+        if len(events) == limit:
+            click.echo(f"(the newest {limit}; --limit shows more)", err=True)
+
+
+def _print_requeues(results: list[operate.Requeue], as_json: bool) -> None:
+    if as_json:
+        _echo_json([asdict(result) for result in results])
+    else:
+        for result in results:
+            click.echo(f"{result.event_id}  {result.detail}")
+        done = sum(1 for result in results if result.verdict == "requeued")
+        waiting = sum(1 for result in results if result.verdict == "waiting")
+        click.echo(
+            f"{done} re-enqueued, {waiting} already waiting, {len(results) - done - waiting} not touched"
+        )
+    if any(result.verdict in ("missing", "refused") for result in results):
+        sys.exit(ATTENTION)
+
+
+def _requeue(ctx: click.Context, event_ids: Sequence[str], allowed: frozenset[str], as_json: bool) -> None:
+    settings, url = _settings_and_url(ctx)
+    by = operate.operator()
+
+    async def work() -> list[operate.Requeue]:
+        async with _connected(settings, url) as (_, store):
+            with ProgressReport("re-enqueueing", minimum=PROGRESS_FROM) as progress:
+                return await operate.requeue_events(
+                    store, event_ids, by=by, allowed=allowed, progress=progress
+                )
+
+    _print_requeues(_run(url, work()), as_json)
+
+
+# -- commands ------------------------------------------------------------------------------------------------
 
 
 def register(main: click.Group) -> None:
     """Add the operators' commands to the `factsync` command group."""
+    for command in (status, events, failed, backfill, audit):
+        main.add_command(command)
+
+
+@click.command()
+@_json_option
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """How factsync is doing: queue, events per status, the longest wait, workers and API budgets.
+
+    \b
+    Example:
+      factsync status
+      factsync status --json | jq .events.failed
+    """
+    settings, url = _settings_and_url(ctx)
+
+    async def work() -> operate.StatusReport:
+        async with _connected(settings, url) as (redis, _):
+            return await operate.status_report(redis, settings)
+
+    report = _run(url, work())
+    if as_json:
+        data = asdict(report)
+        for worker, beat in zip(data["workers"], report.workers, strict=True):
+            worker.update(age=round(beat.age, 1), fresh=beat.fresh)
+        if report.oldest_waiting is not None:
+            data["oldest_waiting"]["age"] = round(report.oldest_waiting.age, 1)
+        _echo_json(data)
+        return
+    click.echo(f"queue      {report.queued_jobs} job(s), {report.deferred_jobs} waiting out a retry backoff")
+    click.echo("events     " + " · ".join(f"{name} {count}" for name, count in report.events.items()))
+    oldest = report.oldest_waiting
+    if oldest is None:
+        click.echo("waiting    nothing")
+    else:
+        click.echo(
+            f"waiting    longest: {oldest.event_id} ({oldest.action}), {oldest.status} for {_ago(oldest.age)}"
+        )
+    fresh = [beat for beat in report.workers if beat.fresh]
+    click.echo(
+        f"workers    {len(fresh)} alive" + ("" if fresh else ": nothing is syncing (start `factsync worker`)")
+    )
+    if report.workers:
+        _table(
+            ["WORKER", "LAST BEAT", "RUNNING", "DONE", "FAILED", "RETRIED", "UP"],
+            [
+                [
+                    beat.worker_id,
+                    _ago(beat.age) + ("" if beat.fresh else f" (stale, > {STALE_AFTER:.0f}s)"),
+                    beat.jobs_running,
+                    beat.jobs_complete,
+                    beat.jobs_failed,
+                    beat.jobs_retried,
+                    _ago(time.time() - beat.started_at),
+                ]
+                for beat in report.workers
+            ],
+            indent="  ",
+        )
+    click.echo("API budget (shared by all workers)")
+    _table(
+        ["ADMINISTRATION", "ROLE", "LIMIT", "FREE NOW", "STATE"],
+        [
+            [
+                b.administration,
+                b.role,
+                f"{b.per_minute}/min",
+                f"{b.available}/{b.burst}",
+                f"PAUSED {b.paused_for:.0f}s more after a ban (HTTP 403)" if b.paused_for else "ok",
+            ]
+            for b in report.budgets
+        ],
+        indent="  ",
+    )
+
+
+@click.group()
+def events() -> None:
+    """List and inspect events (every hook factsync accepted), and run them again.
+
+    \b
+    Examples:
+      factsync events list --status failed --since 2h
+      factsync events list --invoice F0042
+      factsync events show evt_0635c8e1d2a3f9b1c2d3e4f5a6
+      factsync events replay evt_0635c8e1d2a3f9b1c2d3e4f5a6
+    """
+
+
+@events.command("list")
+@_filter_options(status=True)
+@click.pass_context
+def events_list(
+    ctx: click.Context,
+    status: str | None,
+    action: str | None,
+    source: str | None,
+    route: str | None,
+    invoice: str | None,
+    since: float | None,
+    until: float | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Events, newest first, filtered by status, action, source, route, invoice number or time.
+
+    \b
+    Examples:
+      factsync events list --status running
+      factsync events list --action invoice_is_paid --since 2026-01-31 --until 2026-02-01
+    """
+    flt = operate.EventFilter(status, action, source, route, invoice, since, until)  # type: ignore[arg-type]
+    _list(ctx, flt, limit, as_json, "no events match")
+
+
+@events.command("show")
+@click.argument("event_id")
+@_json_option
+@click.pass_context
+def events_show(ctx: click.Context, event_id: str, as_json: bool) -> None:
+    """One event in full: payload, tries, the API calls and the outcome per route, and its history.
+
+    \b
+    Example:
+      factsync events show evt_0635c8e1d2a3f9b1c2d3e4f5a6
+    """
+    _show(ctx, event_id, as_json)
+
+
+@events.command("replay")
+@click.argument("event_ids", nargs=-1, required=True)
+@_json_option
+@click.pass_context
+def events_replay(ctx: click.Context, event_ids: tuple[str, ...], as_json: bool) -> None:
+    """Run finished events again (done, ignored, failed or discarded).
+
+    Safe: a sync reads the invoice's current state and only changes what differs. An event that is still
+    queued or running is left alone. The re-enqueue is noted in the event's history with who did it
+    ($FACTSYNC_OPERATOR, else user@host).
+
+    \b
+    Example:
+      factsync events replay evt_0635c8e1d2a3f9b1c2d3e4f5a6 evt_0635c8e1d2b40c7d8e9f0a1b2c
+    """
+    _requeue(ctx, event_ids, operate.REPLAYABLE, as_json)
+
+
+@click.group()
+def failed() -> None:
+    """The failed store: events a sync could not complete, with the reason and the last API exchange.
+
+    Fix the cause (a mapping, the target's data, a key), then re-enqueue; or discard what should not run.
+
+    \b
+    Examples:
+      factsync failed list
+      factsync failed show evt_0635c8e1d2a3f9b1c2d3e4f5a6
+      factsync failed retry --all
+      factsync failed discard evt_0635c8e1d2a3f9b1c2d3e4f5a6 --reason "booked by hand"
+    """
+
+
+@failed.command("list")
+@_filter_options(status=False)
+@click.pass_context
+def failed_list(
+    ctx: click.Context,
+    action: str | None,
+    source: str | None,
+    route: str | None,
+    invoice: str | None,
+    since: float | None,
+    until: float | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Failed events, newest failure first, with their reason.
+
+    \b
+    Example:
+      factsync failed list --since 1d --route sales
+    """
+    flt = operate.EventFilter("failed", action, source, route, invoice, since, until)
+    _list(ctx, flt, limit, as_json, "no failed events")
+
+
+@failed.command("show")
+@click.argument("event_id")
+@_json_option
+@click.pass_context
+def failed_show(ctx: click.Context, event_id: str, as_json: bool) -> None:
+    """A failed event in full: reason, tries, API calls, the last API exchange (keys redacted).
+
+    \b
+    Example:
+      factsync failed show evt_0635c8e1d2a3f9b1c2d3e4f5a6
+    """
+    _show(ctx, event_id, as_json)
+
+
+@failed.command("retry")
+@click.argument("event_ids", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Every failed event (discarded ones are not failed).")
+@click.option("--action", help="Every failed event of this action.")
+@click.option("--since", **WHEN, help="Every failed event received since this time: 2026-01-31, 2h, 3d.")
+@_json_option
+@click.pass_context
+def failed_retry(
+    ctx: click.Context,
+    event_ids: tuple[str, ...],
+    every: bool,
+    action: str | None,
+    since: float | None,
+    as_json: bool,
+) -> None:
+    """Re-enqueue failed events, by id or all at once (narrowed by --action and --since).
+
+    Each runs again as a new generation; its history notes who ($FACTSYNC_OPERATOR, else user@host).
+    An event already queued or running is left alone. Exit status 3 when an id is unknown or not failed.
+
+    \b
+    Examples:
+      factsync failed retry evt_0635c8e1d2a3f9b1c2d3e4f5a6
+      factsync failed retry --all
+      factsync failed retry --action invoice_is_paid --since 2h
+    """
+    selecting = every or action is not None or since is not None
+    if event_ids and selecting:
+        raise click.UsageError("give event ids, or --all/--action/--since, not both")
+    if not event_ids and not selecting:
+        raise click.UsageError("which events? give ids, or --all (e.g. `factsync failed retry --all`)")
+    if event_ids:
+        _requeue(ctx, event_ids, operate.RETRYABLE, as_json)
+        return
+    settings, url = _settings_and_url(ctx)
+    by = operate.operator()
+
+    async def work() -> list[operate.Requeue]:
+        async with _connected(settings, url) as (_, store):
+            chosen = await operate.list_events(
+                store, operate.EventFilter("failed", action=action, since=since), limit=None
+            )
+            with ProgressReport("re-enqueueing", minimum=PROGRESS_FROM) as progress:
+                return await operate.requeue_events(
+                    store, [event.id for event in chosen], by=by, progress=progress
+                )
+
+    results = _run(url, work())
+    if not results and not as_json:
+        click.echo("no failed events match: nothing re-enqueued")
+        return
+    _print_requeues(results, as_json)
+
+
+@failed.command("discard")
+@click.argument("event_ids", nargs=-1, required=True)
+@click.option("--reason", required=True, help="Why it must not run again; kept with the event.")
+@_json_option
+@click.pass_context
+def failed_discard(ctx: click.Context, event_ids: tuple[str, ...], reason: str, as_json: bool) -> None:
+    """Give up on failed events: they leave the failed store and `failed retry --all` for good.
+
+    They are kept, with status `discarded`, who discarded them and why, so the decision can be read later
+    (`factsync events list --status discarded`); `factsync events replay ID` still runs one if needed.
+
+    \b
+    Example:
+      factsync failed discard evt_0635c8e1d2a3f9b1c2d3e4f5a6 --reason "invoice deleted in HostFact"
+    """
+    if not reason.strip():
+        raise click.UsageError("--reason may not be empty: it is what the next operator reads")
+    settings, url = _settings_and_url(ctx)
+    by = operate.operator()
+
+    async def work() -> list[operate.Discard]:
+        async with _connected(settings, url) as (_, store):
+            return await operate.discard_events(store, event_ids, by=by, reason=reason)
+
+    results = _run(url, work())
+    if as_json:
+        _echo_json([asdict(result) for result in results])
+    else:
+        for result in results:
+            click.echo(f"{result.event_id}  {result.detail}")
+    if not all(result.discarded for result in results):
+        sys.exit(ATTENTION)
+
+
+_window = click.option(
+    "--window",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="At most this many syncs unfinished at a time.",
+)
+_wait = click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Wait for the syncs to finish (--no-wait: schedule them all and return).",
+)
+
+
+def _print_run(run: resync.SyncRun, what: str) -> None:
+    if not run.waited:
+        click.echo(
+            f"{len(run.event_ids)} sync(s) scheduled; follow them with `factsync events list --action {what}`"
+        )
+        return
+    outcome = ", ".join(f"{count} {name}" for name, count in sorted(run.outcomes.items())) or "nothing to do"
+    click.echo(f"{len(run.event_ids)} sync(s): {outcome}")
+    if run.outcomes.get("failed"):
+        click.echo(f"see `factsync failed list --action {what}`; `failed retry --action {what}` re-runs them")
+
+
+@click.command()
+@click.option("--route", "route_name", required=True, help="The route whose target to fill.")
+@click.option("--since", **WHEN, help="Only invoices modified since this time: 2026-01-31, 7d.")
+@_window
+@_wait
+@_json_option
+@click.pass_context
+def backfill(
+    ctx: click.Context,
+    route_name: str,
+    since: float | None,
+    window: int,
+    wait: bool,
+    as_json: bool,
+) -> None:
+    """Sync every invoice of a route's source (or those modified since a time) into its target.
+
+    For a new route, or after factsync was down longer than HostFact's forwarder spooled. Each invoice
+    becomes an event (action `backfill`) whose sync runs on the workers like a hook's, through the shared
+    API budget; drafts, credit invoices and (purchase) debtors without a creditor are skipped as the sync
+    would. Safe to run again: a sync changes only what differs. Exit status 3 when a sync failed.
+
+    \b
+    Examples:
+      factsync backfill --route sales
+      factsync backfill --route sales --since 2026-01-01 --window 50
+    """
+    settings, url = _settings_and_url(ctx)
+    route = _route(settings, route_name)
+    moment = datetime.fromtimestamp(since) if since is not None else None
+
+    async def work() -> resync.SyncRun:
+        async with _connected(settings, url) as (redis, _):
+            label = f"backfill {route.name}: " + ("synced" if wait else "scheduled")
+            with ProgressReport(label) as progress:
+                return await resync.backfill(
+                    settings, redis, route, since=moment, window=window, wait=wait, progress=progress
+                )
+
+    run = _run(url, work())
+    if as_json:
+        _echo_json(asdict(run))
+    else:
+        skipped = ", ".join(f"{count} {reason}" for reason, count in sorted(run.skipped.items()))
+        click.echo(
+            f"{run.listed} invoice(s) listed in {route.source}" + (f"; skipped {skipped}" if skipped else "")
+        )
+        _print_run(run, "backfill")
+    if run.outcomes.get("failed"):
+        sys.exit(ATTENTION)
+
+
+@click.command()
+@click.option("--route", "route_name", required=True, help="The route to audit.")
+@click.option("--since", **WHEN, help="Only invoices modified in the source since this time.")
+@click.option("--fix", is_flag=True, help="Sync each drifted invoice a sync can mend (as a backfill does).")
+@_window
+@_wait
+@_json_option
+@click.pass_context
+def audit(
+    ctx: click.Context,
+    route_name: str,
+    since: float | None,
+    fix: bool,
+    window: int,
+    wait: bool,
+    as_json: bool,
+) -> None:
+    """Compare a route's target with its source, invoice by invoice, and print the drift.
+
+    Compares status, number, amount, paid amount, date, term and lines of every invoice the route
+    mirrors with its mirror (found by the id map, else by its [factsync:SOURCE:ID] marker). Read only,
+    two API reads per invoice through the shared budget. --fix then syncs the drifted invoices (events
+    with action `audit`). Exit status 3 when drift was found (and, with --fix, not all of it mended).
+
+    \b
+    Examples:
+      factsync audit --route sales
+      factsync audit --route sales --since 30d --fix
+    """
+    settings, url = _settings_and_url(ctx)
+    route = _route(settings, route_name)
+    moment = datetime.fromtimestamp(since) if since is not None else None
+
+    async def work() -> tuple[AuditReport, resync.SyncRun | None]:
+        async with _connected(settings, url) as (redis, _):
+            with ProgressReport(f"audit {route.name}: compared") as progress:
+                report = await resync.audit(settings, redis, route, since=moment, progress=progress)
+            run = None
+            if fix and any(drift.fixable for drift in report.drifts):
+                with ProgressReport(f"audit {route.name}: fixed") as progress:
+                    run = await resync.fix(
+                        settings, redis, route, report.drifts, window=window, wait=wait, progress=progress
+                    )
+            return report, run
+
+    report, run = _run(url, work())
+    if as_json:
+        _echo_json({**asdict(report), "fix": asdict(run) if run else None})
+    else:
+        _print_audit(report, route.name)
+        if run is not None:
+            _print_run(run, "audit")
+            click.echo(f"run `factsync audit --route {route.name}` again to confirm")
+    mended = run is not None and run.waited and not run.outcomes.get("failed")
+    if report.drifts and not (mended and all(drift.fixable for drift in report.drifts)):
+        sys.exit(ATTENTION)
+
+
+def _print_audit(report: AuditReport, route: str) -> None:
+    if report.drifts:
+        rows: list[list[str]] = []
+        for drift in report.drifts:
+            for number, difference in enumerate(drift.differences):
+                first = number == 0
+                rows.append(
+                    [
+                        drift.code if first else "",
+                        difference.field,
+                        difference.source,
+                        difference.target,
+                        ("yes" if drift.fixable else "no: needs a person") if first else "",
+                    ]
+                )
+        _table(["INVOICE", "DIFFERS", "SOURCE", "TARGET", "SYNC FIXES"], rows)
+    skipped = ", ".join(f"{count} {reason}" for reason, count in sorted(report.skipped.items()))
+    click.echo(
+        f"route {route}: {report.compared} invoice(s) compared, {len(report.drifts)} drifted"
+        + (f"; skipped {skipped}" if skipped else "")
+    )

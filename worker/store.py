@@ -1,8 +1,8 @@
 """The event store: every accepted hook as a record with its status, tries and outcome per route.
 
-Statuses: queued → running → done | ignored | failed. The `failed` status index is the failed store that
-operators list and re-enqueue from. Writes that must not be torn apart (record + enqueue, outcome +
-status) are single Lua scripts.
+Statuses: queued → running → done | ignored | failed, and failed → discarded by an operator. The `failed`
+status index is the failed store that operators list and re-enqueue from. Writes that must not be torn
+apart (record + enqueue, outcome + status) are single Lua scripts.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from worker import keys
 from worker.queue import FAN_OUT, fan_out_job_id, job_body, now_ms
 from worker.redisio import done
 
-Status = Literal["queued", "running", "done", "ignored", "failed"]
-STATUSES: tuple[Status, ...] = ("queued", "running", "done", "ignored", "failed")
-FINAL: frozenset[str] = frozenset({"done", "ignored", "failed"})
+Status = Literal["queued", "running", "done", "ignored", "failed", "discarded"]
+STATUSES: tuple[Status, ...] = ("queued", "running", "done", "ignored", "failed", "discarded")
+# Discarded: an operator gave up on a failed event; it stays, with who and why in its history, for audit.
+FINAL: frozenset[str] = frozenset({"done", "ignored", "failed", "discarded"})
 
 
 def new_event_id() -> str:
@@ -184,6 +185,23 @@ redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
 return {status, ARGV[3]}
 """
 
+# An operator gives up on a failed event: it leaves the failed store (so no bulk retry picks it up) for the
+# `discarded` index, keeping its reason, outcomes and exchange; the note (who, when, why) joins its history.
+# KEYS: event. ARGV: note json, index score us. Returns the status it had ('missing' when there is none).
+_DISCARD = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'missing' end
+if status ~= 'failed' then return status end
+local id = redis.call('HGET', KEYS[1], 'id')
+local history = cjson.decode(redis.call('HGET', KEYS[1], 'history') or '[]')
+table.insert(history, cjson.decode(ARGV[1]))
+local prefix = KEYS[1]:gsub('event:[^:]+$', 'status:')
+redis.call('ZREM', prefix .. 'failed', id)
+redis.call('ZADD', prefix .. 'discarded', ARGV[2], id)
+redis.call('HSET', KEYS[1], 'status', 'discarded', 'history', cjson.encode(history))
+return status
+"""
+
 
 class EventStore:
     """Events, their statuses and the failed store, in Redis."""
@@ -197,6 +215,7 @@ class EventStore:
         self._record_outcome = redis.register_script(_RECORD_OUTCOME)
         self._requeue = redis.register_script(_REQUEUE)
         self._record_try = redis.register_script(_RECORD_TRY)
+        self._discard = redis.register_script(_DISCARD)
 
     async def accept(
         self,
@@ -243,11 +262,48 @@ class EventStore:
         stored_id, stored_status, duplicate = (_text(part) for part in result)
         return Accepted(stored_id, stored_status, duplicate == "1")  # type: ignore[arg-type]
 
+    async def record(self, *, source: str, action: str, payload: dict[str, Any], routes: list[str]) -> str:
+        """Record an event no hook sent (a backfill, an audit's fix), already fanned out to ``routes``.
+
+        The caller schedules the syncs; their outcomes settle it like any event's.
+        """
+        event_id = new_event_id()
+        score = now_us()
+        fields = {
+            "id": event_id,
+            "source": source,
+            "action": action,
+            "payload": json.dumps(payload, separators=(",", ":")),
+            "received_at": f"{score / 1_000_000:.3f}",
+            "status": "running",
+            "webhook_id": "",
+            "generation": "0",
+            "tries": "0",
+            "reason": "",
+            "routes": json.dumps(routes),
+        }
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.event(event_id), mapping=fields)
+            pipe.zadd(keys.EVENTS, {event_id: score})
+            pipe.zadd(keys.by_status("running"), {event_id: score})
+            await pipe.execute()
+        return event_id
+
     async def get(self, event_id: str) -> Event | None:
         raw = await done(self.redis.hgetall(keys.event(event_id)))
         if not raw:
             return None
         return Event.from_hash({_text(k): _text(v) for k, v in raw.items()})
+
+    async def get_many(self, event_ids: list[str]) -> list[Event | None]:
+        """Several events in one round trip, in the order asked (None where an event is gone)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event_id in event_ids:
+                pipe.hgetall(keys.event(event_id))
+            raws = await pipe.execute()
+        return [
+            Event.from_hash({_text(k): _text(v) for k, v in raw.items()}) if raw else None for raw in raws
+        ]
 
     async def set_status(self, event_id: str, status: Status, **fields: Any) -> str | None:
         """Move an event to ``status`` (updating the indexes) and set extra fields; returns the old status."""
@@ -300,6 +356,15 @@ class EventStore:
             ],
         )
         return _text(previous), _text(queued)
+
+    async def discard(self, event_id: str, *, by: str, reason: str) -> str:
+        """Take a failed event out of the failed store for good, keeping it (status `discarded`) for audit.
+
+        Returns the status it had: only a `failed` one is discarded ('missing' when there is no such event).
+        """
+        note = {"discarded_at": round(time.time(), 3), "by": by, "reason": reason}
+        previous = await self._discard(keys=[keys.event(event_id)], args=[json.dumps(note), now_us()])
+        return _text(previous)
 
     async def ids(
         self, status: Status | None = None, *, limit: int = 100, newest_first: bool = True

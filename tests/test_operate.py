@@ -1,0 +1,471 @@
+"""The operators' commands, run for real (`python -m worker.cli` in a subprocess) against a running stack.
+
+Failed events come from the simulator's faults; drift is planted in the simulated target by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from tasks.audit import Difference, compare
+from tasks.invoice import Invoice, Line, Status
+from tests.conftest import HOOK_SECRET, SOURCE_KEY, TARGET_KEY, hook_body, sign
+from tests.stack import Stack, running_stack
+from tests.test_sync import HOSTFACT_SEED_LINES
+from worker import keys
+from worker.operate import parse_when
+from worker.ratelimit import SharedRateLimit
+
+OPERATOR = "ops@test"
+# The stack's workers get budgets that do not slow the tests down (their settings read them from here).
+TARGET_LIMIT = 6000
+
+
+@pytest.fixture(autouse=True)
+def generous_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FACTSYNC_TARGETS__TARGET__RATE_LIMIT_PER_MINUTE", str(TARGET_LIMIT))
+    monkeypatch.setenv("FACTSYNC_SOURCES__HOSTFACT__RATE_LIMIT_PER_MINUTE", str(TARGET_LIMIT))
+
+
+@dataclass
+class Ran:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+def write_config(stack: Stack, directory: Path) -> Path:
+    """A factsync.toml for the stack's source, target and route, as an operator's machine would have."""
+    settings = stack.settings
+    ((route_name, route),) = settings.routes.items()
+    target = settings.targets[route.target]
+    text = f"""
+redis_url = "{settings.redis_url}"
+[sources.hostfact]
+api_url = "{settings.sources["hostfact"].api_url}"
+api_key = "{SOURCE_KEY}"
+hook_secrets = ["{HOOK_SECRET}"]
+rate_limit_per_minute = {settings.sources["hostfact"].rate_limit_per_minute}
+[targets.{route.target}]
+dialect = "{target.dialect}"
+api_url = "{target.api_url}"
+api_key = "{TARGET_KEY}"
+rate_limit_per_minute = {target.rate_limit_per_minute}
+[routes.{route_name}]
+source = "{route.source}"
+target = "{route.target}"
+ledger = "{route.ledger}"
+dry_run = {"true" if route.dry_run else "false"}
+"""
+    path = directory / "factsync.toml"
+    path.write_text(text)
+    return path
+
+
+async def cli(config: Path, *args: str) -> Ran:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACTSYNC_")}
+    env["FACTSYNC_OPERATOR"] = OPERATOR
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "worker.cli",
+        "-c",
+        str(config),
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return Ran(process.returncode, stdout.decode(), stderr.decode())
+
+
+async def post_hook(stack: Stack, action: str, data: dict[str, Any]) -> str:
+    body = hook_body(action, data)
+    url = f"{stack.running[0].listener_url}/hooks/hostfact"
+    async with aiohttp.ClientSession() as session, session.post(url, data=body, headers=sign(body)) as r:
+        assert r.status == 202
+        return str((await r.json())["event_id"])
+
+
+async def new_invoices(stack: Stack, count: int) -> list[int]:
+    """Invoices made through HostFact's API, so their hooks reach factsync and they get mirrored."""
+    if not stack.hostfact.debtors:
+        stack.hostfact.add_debtor(CompanyName="Company X")
+    made = []
+    for _ in range(count):
+        answer = await stack.call(
+            "invoice", "add", DebtorCode="DB0001", InvoiceLines=HOSTFACT_SEED_LINES, Status=2
+        )
+        made.append(int(answer["invoice"]["Identifier"]))
+    await stack.settled()
+    return made
+
+
+async def test_failed_events_are_listed_shown_retried_discarded_and_replayed(
+    redis: Redis, redis_url: str, tmp_path: Path
+) -> None:
+    retry = {"max_tries": 2, "base_delay": 0.01, "max_delay": 0.05, "max_span": 60}
+    async with running_stack(redis_url, retry=retry) as stack:
+        invoices = await new_invoices(stack, 3)
+        # The target answers 503 to everything: each payment's sync gives up after its 2 tries.
+        stack.target.faults.inject("http_503", times=50)
+        for invoice in invoices:
+            await stack.call("invoice", "markaspaid", Identifier=invoice)
+        events = await stack.settled()
+        first, second, third = sorted((e for e in events if e.status == "failed"), key=lambda e: e.id)
+        stack.target.faults.clear()
+        config = write_config(stack, tmp_path)
+
+        listed = await cli(config, "failed", "list")
+        assert listed.code == 0, listed.err
+        for event in (first, second, third):
+            assert event.id in listed.out
+        assert "gave up after 2 tries" in listed.out
+        as_json = await cli(config, "failed", "list", "--json")
+        assert {e["id"] for e in as_json.json()} == {first.id, second.id, third.id}
+
+        shown = await cli(config, "failed", "show", first.id)
+        assert shown.code == 0, shown.err
+        assert "invoice_is_paid" in shown.out and "gave up after 2 tries" in shown.out
+        assert "not journaled for a failed try" in shown.out
+        assert '"http_status": 503' in shown.out, "the last API exchange is shown"
+        assert TARGET_KEY not in shown.out and SOURCE_KEY not in shown.out
+
+        retried = await cli(config, "failed", "retry", first.id)
+        assert retried.code == 0, retried.err
+        assert f"{first.id}  failed → queued as fanout:{first.id}:1" in retried.out
+        await stack.settled()
+        again = await stack.store.get(first.id)
+        assert again is not None and again.status == "done"
+        assert again.history[-1]["by"] == OPERATOR
+        not_failed = await cli(config, "failed", "retry", first.id)
+        assert not_failed.code == 3 and "it is done, not failed" in not_failed.out
+
+        discarded = await cli(config, "failed", "discard", second.id, "--reason", "booked by hand")
+        assert discarded.code == 0 and "failed → discarded" in discarded.out
+        everything = await cli(config, "failed", "retry", "--all")
+        assert everything.code == 0, everything.err
+        assert third.id in everything.out and second.id not in everything.out
+        assert "1 re-enqueued" in everything.out
+        await stack.settled()
+        assert (await stack.store.get(third.id)).status == "done"  # type: ignore[union-attr]
+        assert (await stack.store.get(second.id)).status == "discarded"  # type: ignore[union-attr]
+        assert await stack.store.ids("failed") == []
+
+        kept = await cli(config, "events", "list", "--status", "discarded")
+        assert second.id in kept.out and f"discarded by {OPERATOR}: booked by hand" in kept.out
+
+        # A replay while the event still runs does nothing, and says so.
+        stack.hostfact.faults.inject("latency", controller="invoice", action="show", seconds=2.5, times=1)
+        replayed = await cli(config, "events", "replay", first.id)
+        assert replayed.code == 0 and "done → queued" in replayed.out
+        busy = await cli(config, "events", "replay", first.id)
+        assert busy.code == 0 and "nothing done" in busy.out and "1 already waiting" in busy.out
+        await stack.settled()
+        replayed_event = await stack.store.get(first.id)
+        assert replayed_event is not None and replayed_event.status == "done"
+        assert replayed_event.generation == 2
+        history = await cli(config, "events", "show", first.id)
+        assert history.out.count(f"re-enqueued by {OPERATOR}") == 2
+        assert "API calls of the last try" in history.out and "1. hostfact: invoice.show" in history.out
+
+
+async def test_retrying_many_shows_progress_and_selects_by_action(
+    redis: Redis, redis_url: str, tmp_path: Path
+) -> None:
+    async with running_stack(redis_url) as stack:
+        # Hooks for invoices HostFact does not know: each sync is refused for good at its first try.
+        for number in range(22):
+            await post_hook(
+                stack, "invoice_is_paid", {"id": 900 + number, "Debtor": 1, "InvoiceCode": f"X{number}"}
+            )
+        await post_hook(stack, "invoice_is_edited", {"id": 999, "Debtor": 1, "InvoiceCode": "X999"})
+        events = await stack.settled()
+        assert all(e.status == "failed" for e in events) and len(events) == 23
+        config = write_config(stack, tmp_path)
+
+        by_invoice = await cli(config, "events", "list", "--invoice", "x999", "--json")
+        assert [e["action"] for e in by_invoice.json()] == ["invoice_is_edited"]
+
+        chosen = await cli(config, "failed", "retry", "--action", "invoice_is_paid", "--since", "1h")
+        assert chosen.code == 0, chosen.err
+        assert "22 re-enqueued" in chosen.out
+        assert "re-enqueueing: 22/22 (100%)" in chosen.err, "a progress report for a bulk retry"
+        edited = next(e for e in events if e.action == "invoice_is_edited")
+        assert edited.id not in chosen.out
+        await stack.settled()
+
+        usage = await cli(config, "failed", "retry")
+        assert usage.code == 2 and "--all" in usage.err
+        unknown = await cli(config, "failed", "retry", "evt_nope")
+        assert unknown.code == 3 and "no such event" in unknown.out
+        missing = await cli(config, "events", "show", "evt_nope")
+        assert missing.code == 1 and "no event 'evt_nope'" in missing.err
+        future = await cli(config, "events", "list", "--since", "tomorrow")
+        assert future.code == 2 and "is not a time" in future.err
+
+
+async def test_status_shows_queue_events_workers_and_budgets(
+    redis: Redis, redis_url: str, tmp_path: Path
+) -> None:
+    async with running_stack(redis_url) as stack:
+        await new_invoices(stack, 1)
+        await SharedRateLimit(redis, {}).pause("target", 120)
+        config = write_config(stack, tmp_path)
+
+        shown = await cli(config, "status")
+        assert shown.code == 0, shown.err
+        assert "done 1" in shown.out and "failed 0" in shown.out
+        assert "workers    1 alive" in shown.out
+        assert "PAUSED" in shown.out and f"{TARGET_LIMIT}/min" in shown.out
+
+        report = (await cli(config, "status", "--json")).json()
+        assert report["events"]["done"] == 1 and report["queued_jobs"] == 0
+        assert [w["fresh"] for w in report["workers"]] == [True]
+        budget = {b["administration"]: b for b in report["budgets"]}
+        assert budget["target"]["paused_for"] > 100 and budget["hostfact"]["paused_for"] == 0
+        assert report["oldest_waiting"] is None
+
+
+async def test_backfill_syncs_the_sources_invoices_with_a_progress_report(
+    redis: Redis, redis_url: str, tmp_path: Path
+) -> None:
+    async with running_stack(redis_url) as stack:
+        # Invoices factsync never heard of, made "last year"; and one draft, which is not mirrored.
+        stack.hostfact.store.clock = lambda: datetime(2025, 3, 1, 12, 0, 0)
+        stack.hostfact.add_debtor(CompanyName="Company X")
+        for _ in range(22):
+            stack.hostfact.add_invoice(DebtorCode="DB0001", InvoiceLines=HOSTFACT_SEED_LINES, Status=2)
+        stack.hostfact.add_invoice(DebtorCode="DB0001", InvoiceLines=HOSTFACT_SEED_LINES)
+        stack.hostfact.store.clock = datetime.now
+        config = write_config(stack, tmp_path)
+
+        ran = await cli(config, "backfill", "--route", "sales")
+        assert ran.code == 0, ran.err
+        assert "23 invoice(s) listed in hostfact; skipped 1 draft" in ran.out
+        assert "22 sync(s): 22 done" in ran.out
+        assert "backfill sales: synced: 22/22 (100%)" in ran.err, "a progress report"
+        assert len(stack.target.invoices) == 22
+        listed = (await cli(config, "events", "list", "--action", "backfill", "--json")).json()
+        assert len(listed) == 22 and {e["status"] for e in listed} == {"done"}
+        assert listed[0]["routes"] == ["sales"] and listed[0]["outcomes"]["sales"]["calls"]
+
+        # Paid in HostFact while no hook got through: a backfill since an hour ago catches it up.
+        paid = stack.hostfact.invoice_by_code("F0005")
+        stack.hostfact.execute("invoice", "markaspaid", {"Identifier": paid["Identifier"]})
+        cut = datetime.now().isoformat()
+        since = await cli(config, "backfill", "--route", "sales", "--since", "1h")
+        assert since.code == 0, since.err
+        assert "1 invoice(s) listed" in since.out and "1 sync(s): 1 done" in since.out
+        assert stack.target.invoice_by_code("F0005")["Status"] == 4
+        one = (await cli(config, "events", "list", "--invoice", "F0005", "--since", cut, "--json")).json()
+        assert [e["action"] for e in one] == ["backfill"] and one[0]["payload"]["since"]
+
+        unknown = await cli(config, "backfill", "--route", "nope")
+        assert unknown.code == 1 and "no route named 'nope'" in unknown.err
+
+
+async def test_audit_finds_planted_drift_and_fix_mends_it(
+    redis: Redis, redis_url: str, tmp_path: Path
+) -> None:
+    async with running_stack(redis_url) as stack:
+        first, second, _ = await new_invoices(stack, 3)
+        paid_mirror = stack.target.invoice_by_code(stack.hostfact.invoice(first)["InvoiceCode"])
+        paid_mirror["AmountPaid"] = Decimal("10.00")  # booked by hand in the target
+        lost = stack.target.invoice_by_code(stack.hostfact.invoice(second)["InvoiceCode"])
+        del stack.target.invoices[lost["Identifier"]]  # deleted by hand in the target
+        config = write_config(stack, tmp_path)
+
+        found = await cli(config, "audit", "--route", "sales")
+        assert found.code == 3, found.err
+        rows = [line.split() for line in found.out.splitlines()]
+        assert [paid_mirror["InvoiceCode"], "paid", "0.00", "10.00", "yes"] in rows
+        assert [lost["InvoiceCode"], "mirror", lost["InvoiceCode"], "missing", "yes"] in rows
+        assert "3 invoice(s) compared, 2 drifted" in found.out
+        assert "audit sales: compared: 3/3 (100%)" in found.err
+        report = (await cli(config, "audit", "--route", "sales", "--json")).json()
+        assert {d["code"] for d in report["drifts"]} == {paid_mirror["InvoiceCode"], lost["InvoiceCode"]}
+        assert report["fix"] is None
+
+        fixed = await cli(config, "audit", "--route", "sales", "--fix")
+        assert fixed.code == 0, fixed.out + fixed.err
+        assert "2 sync(s): 2 done" in fixed.out
+        assert stack.target.invoice_by_code(paid_mirror["InvoiceCode"])["AmountPaid"] == Decimal("0.00")
+        assert stack.target.invoice_by_code(lost["InvoiceCode"]) is not None
+        clean = await cli(config, "audit", "--route", "sales")
+        assert clean.code == 0 and "3 invoice(s) compared, 0 drifted" in clean.out
+        fixes = [e for e in await stack.settled() if e.action == "audit"]
+        assert sorted(e.payload["drift"][0] for e in fixes) == ["mirror", "paid"]
+        assert {e.status for e in fixes} == {"done"}
+
+
+async def test_a_dry_run_route_writes_nothing_and_shows_its_planned_steps(
+    redis: Redis, redis_url: str, tmp_path: Path
+) -> None:
+    async with running_stack(redis_url, route_options={"dry_run": True}) as stack:
+        (invoice,) = await new_invoices(stack, 1)
+        stack.hostfact.add_invoice(DebtorCode="DB0001", InvoiceLines=HOSTFACT_SEED_LINES, Status=2)
+        config = write_config(stack, tmp_path)
+
+        (event,) = await stack.settled()
+        shown = await cli(config, "events", "show", event.id)
+        assert shown.code == 0, shown.err
+        assert "planned (dry run, nothing written):" in shown.out and "1. CreateMirror()" in shown.out
+
+        backfilled = await cli(config, "backfill", "--route", "sales")
+        assert backfilled.code == 0 and "2 sync(s): 2 done" in backfilled.out
+        drift = await cli(config, "audit", "--route", "sales", "--json")
+        assert drift.code == 3 and len(drift.json()["drifts"]) == 2
+        assert stack.target.count_calls(writes_only=True) == 0 and not stack.target.invoices
+        (planned,) = [e for e in drift.json()["drifts"] if e["source_id"] == str(invoice)]
+        assert planned["differences"][0]["target"] == "missing"
+
+
+async def test_events_list_filters_by_time_route_and_source(
+    redis: Redis, redis_url: str, tmp_path: Path
+) -> None:
+    async with running_stack(redis_url) as stack:
+        await new_invoices(stack, 2)
+        config = write_config(stack, tmp_path)
+        cut = time.time()
+        await asyncio.sleep(0.05)
+        (later,) = await new_invoices(stack, 1)
+
+        every = (
+            await cli(config, "events", "list", "--route", "sales", "--source", "hostfact", "--json")
+        ).json()
+        assert len(every) == 3 and every[0]["payload"]["id"] == later, "newest first"
+        recent = await cli(
+            config, "events", "list", "--since", datetime.fromtimestamp(cut).isoformat(), "--json"
+        )
+        assert [e["payload"]["id"] for e in recent.json()] == [later]
+        older = await cli(
+            config, "events", "list", "--until", datetime.fromtimestamp(cut).isoformat(), "--json"
+        )
+        assert len(older.json()) == 2
+        none = await cli(config, "events", "list", "--route", "purchase")
+        assert none.code == 0 and "no events match" in none.out
+        limited = await cli(config, "events", "list", "--limit", "1")
+        assert len(limited.out.splitlines()) == 2 and "--limit shows more" in limited.err
+
+
+def test_times_an_operator_may_give() -> None:
+    now = 1_800_000_000.0
+    assert parse_when("2h", now=now) == now - 7200
+    assert parse_when("3d", now=now) == now - 3 * 86400
+    assert parse_when("90m", now=now) == now - 5400
+    assert parse_when("2026-01-31") == datetime(2026, 1, 31).timestamp()
+    assert parse_when("2026-01-31T14:00:00+00:00") == 1769868000.0
+    with pytest.raises(ValueError, match="is not a time"):
+        parse_when("yesterday")
+
+
+def _invoice(**changes: Any) -> Invoice:
+    lines = (Line("Setupfee", Decimal(1), Decimal(150), Decimal(21)),)
+    values: dict[str, Any] = {
+        "id": "7",
+        "code": "F0007",
+        "status": Status.OPEN,
+        "party": "DB0001",
+        "date": "2026-01-31",
+        "term": 14,
+        "amount_incl": Decimal("181.50"),
+        "amount_paid": Decimal("0.00"),
+        "lines": lines,
+    }
+    return Invoice(**(values | changes))
+
+
+def test_compare_names_each_field_that_differs() -> None:
+    source = _invoice()
+    assert compare(source, _invoice(id="70", reference="[factsync:hostfact:7]")) == []
+    assert compare(source, None) == [Difference("mirror", "F0007", "missing")]
+    drifted = _invoice(status=Status.PARTLY_PAID, amount_paid=Decimal("5.00"), term=30, lines=())
+    assert [d.field for d in compare(source, drifted)] == ["status", "paid", "term", "lines"]
+    (lines,) = [d for d in compare(source, drifted) if d.field == "lines"]
+    assert lines.source == "1× Setupfee à 150 (21%)" and lines.target == "-"
+
+
+def test_compare_knows_what_a_paid_purchase_invoice_and_a_credit_say() -> None:
+    paid = _invoice(status=Status.PAID, amount_paid=Decimal("181.50"))
+    # A paid HostFact purchase invoice shows 0 paid: that is no drift.
+    assert compare(paid, _invoice(status=Status.PAID), paid_keeps_amount=False) == []
+    assert [d.field for d in compare(paid, _invoice(status=Status.PAID))] == ["paid"]
+    credited = _invoice(status=Status.CANCELLED)
+    assert compare(credited, _invoice(), credited=True) == []
+    assert [d.field for d in compare(credited, _invoice())] == ["status"]
+
+
+async def test_discard_only_takes_failed_events(redis: Redis) -> None:
+    from worker.operate import discard_events
+    from worker.store import EventStore
+
+    store = EventStore(redis, dedup_ttl=60, job_expiry_ms=60_000)
+    accepted = await store.accept(source="hostfact", action="invoice_is_paid", payload={}, webhook_id="w1")
+    (result,) = await discard_events(store, [accepted.event_id], by=OPERATOR, reason="no")
+    assert not result.discarded and result.previous == "queued"
+    await store.set_status(accepted.event_id, "failed", reason="refused")
+    (result,) = await discard_events(store, [accepted.event_id], by=OPERATOR, reason="no")
+    assert result.discarded
+    assert await redis.zscore(keys.by_status("discarded"), accepted.event_id) is not None
+    with pytest.raises(ValueError, match="needs a reason"):
+        await discard_events(store, [accepted.event_id], by=OPERATOR, reason=" ")
+
+
+async def test_a_backfill_event_is_not_re_enqueued_into_an_ignored_one(redis: Redis) -> None:
+    """The fan-out job knows hook actions only: re-enqueued, a backfill event would end `ignored`."""
+    from worker.operate import RETRYABLE, requeue_events
+    from worker.store import EventStore
+
+    store = EventStore(redis, dedup_ttl=60, job_expiry_ms=60_000)
+    event_id = await store.record(source="hostfact", action="backfill", payload={"id": 1}, routes=["sales"])
+    await store.record_outcome(event_id, "sales", {"status": "failed", "reason": "refused"})
+    (result,) = await requeue_events(store, [event_id], by=OPERATOR, allowed=RETRYABLE)
+    assert result.verdict == "refused" and "factsync backfill --route R` again" in result.detail
+    assert (await store.get(event_id)).status == "failed"  # type: ignore[union-attr]
+
+
+async def test_a_backfill_without_a_worker_says_so_unless_told_not_to_wait(
+    redis: Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import make_settings
+    from worker import resync
+    from worker.store import EventStore
+
+    # make_settings names its administrations differently from the stack's.
+    monkeypatch.delenv("FACTSYNC_TARGETS__TARGET__RATE_LIMIT_PER_MINUTE")
+    settings = make_settings(redis_url)
+    wanted = [resync.ToSync("7", "F0007")]
+    with pytest.raises(resync.NoWorker, match="--no-wait"):
+        await resync.schedule_syncs(settings, redis, settings.route("sales"), wanted, action="backfill")
+    assert await redis.zcard(keys.EVENTS) == 0, "nothing is recorded when nothing would run it"
+
+    run = await resync.schedule_syncs(
+        settings, redis, settings.route("sales"), wanted, action="backfill", wait=False
+    )
+    (event_id,) = run.event_ids
+    event = await EventStore(redis, dedup_ttl=60, job_expiry_ms=60_000).get(event_id)
+    assert event is not None and (event.status, event.routes, event.payload["id"]) == (
+        "running",
+        ["sales"],
+        7,
+    )
+    assert await redis.scard(keys.pending("sales", "7")) == 1 and await redis.zcard(keys.QUEUE) == 1
