@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from tasks.adapters import PurchaseLedger, SalesLedger, parse_sales_invoice
-from tasks.backfill import not_mirrored, source_invoices, to_mirror
+from tasks.backfill import source_invoices, to_mirror
 from tasks.client import ApiClient
 from tasks.invoice import Invoice, Line, Status, lines_to_add, lines_to_remove, marker
 from tasks.ledger import IdMap
 from tasks.model import Route
 from tasks.plan import next_step
+from tasks.sync import not_mirrored
 
 _SETTLED = (Status.CANCELLED, Status.CREDIT)
 

@@ -7,20 +7,9 @@ from typing import Any
 
 from tasks.adapters import parse_sales_invoice
 from tasks.client import ApiClient, Row
-from tasks.invoice import Invoice, Status
+from tasks.invoice import Invoice
 from tasks.model import Route
-
-
-def not_mirrored(route: Route, invoice: Invoice) -> str | None:
-    """Why ``route`` keeps no mirror of ``invoice`` (the sync records such an event as ignored), or None."""
-    if invoice.is_draft and not route.mirror_drafts:
-        return "draft"
-    if invoice.status is Status.CREDIT:
-        # Mirrored through its original's credit, not on its own.
-        return "credit invoice"
-    if route.ledger == "purchase" and invoice.party not in route.creditors:
-        return "debtor without a creditor"
-    return None
+from tasks.sync import not_mirrored
 
 
 async def source_invoices(source: ApiClient, *, since: datetime | None = None) -> list[Row]:

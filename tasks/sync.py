@@ -7,6 +7,7 @@ The caller holds the document's lock, so the mirror read here is the one the ste
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,6 +21,29 @@ from tasks.plan import CreateMirror, Credit, Pay, Step, next_step, predict
 
 # More steps than converging any invoice takes (create, header, lines, unpay, pay, mark paid, ...).
 MAX_STEPS = 12
+
+
+def not_mirrored(route: Route, invoice: Invoice) -> str | None:
+    """Why ``route`` keeps no mirror of ``invoice`` (a sync records it as ignored), or None.
+
+    Backfill and audit skip by the same rules.
+    """
+    if invoice.is_draft and not route.mirror_drafts:
+        return "draft"
+    if invoice.status is Status.CREDIT:
+        return "credit invoice"
+    if route.ledger == "purchase" and invoice.party not in route.creditors:
+        return "debtor without a creditor"
+    return None
+
+
+_SKIPPED: dict[str, Callable[[Route, Invoice], str]] = {
+    "draft": lambda route, invoice: "a draft; it is mirrored once it has a number",
+    "credit invoice": lambda route, invoice: "a credit invoice; it is mirrored when its original is credited",
+    "debtor without a creditor": lambda route, invoice: (
+        f"debtor {invoice.party} has no creditor in route {route.name}"
+    ),
+}
 
 
 @dataclass
@@ -43,22 +67,12 @@ async def sync_invoice(
     calls: list[str] = [f"{source.name}: invoice.show {invoice_id}"]
     wanted = await read_sales_invoice(source, invoice_id)
 
-    if wanted.is_draft and not route.mirror_drafts:
-        return SyncResult("ignored", f"{wanted.code} is a draft; it is mirrored once it has a number", calls)
-    if wanted.status is Status.CREDIT:
-        return SyncResult(
-            "ignored",
-            f"{wanted.code} is a credit invoice; it is mirrored when its original is credited",
-            calls,
-        )
+    skip = not_mirrored(route, wanted)
+    if skip is not None:
+        return SyncResult("ignored", f"{wanted.code}: {_SKIPPED[skip](route, wanted)}", calls)
     ledger: Ledger
     if route.ledger == "purchase":
-        creditor = route.creditors.get(wanted.party)
-        if creditor is None:
-            return SyncResult(
-                "ignored", f"debtor {wanted.party} has no creditor in route {route.name}", calls
-            )
-        ledger = PurchaseLedger(target, ids, calls, creditor=creditor)
+        ledger = PurchaseLedger(target, ids, calls, creditor=route.creditors[wanted.party])
     else:
         ledger = SalesLedger(target, ids, calls)
 
