@@ -186,6 +186,7 @@ async def test_sent_gives_a_draft_its_mirror_once_it_has_a_number(
     assert not sales.target.invoices, "a draft is not mirrored"
     assert created.status == "ignored"
     assert "draft" in created.outcomes["sales"]["detail"]
+    assert created.reason.startswith("sales: ") and "draft" in created.reason, "the reason is on the event"
 
     done(await sales.act("invoice", "sendbyemail", Identifier=invoice_id), "invoice_is_sent")
     mirror = assert_sales_mirror(sales, invoice_id)

@@ -332,6 +332,11 @@ class EventStore:
                 "last_exchange": json.dumps(outcome.get("exchange")) if outcome.get("exchange") else "",
             }
             await done(self.redis.hset(keys.event(event_id), mapping=failure))
+        elif status and _text(status) == "ignored":
+            # Settled as ignored: say why on the event itself, where operators list and filter reasons.
+            await done(
+                self.redis.hset(keys.event(event_id), "reason", f"{route}: {outcome.get('detail', '')}")
+            )
         return _text(status) if status else None
 
     async def requeue(self, event_id: str, *, by: str) -> tuple[str, str]:
