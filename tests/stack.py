@@ -48,6 +48,17 @@ class Stack:
         return await self.settled()
 
 
+def hostfact_firing_at(port: int) -> SimAdministration:
+    """A simulated HostFact source "hostfact" whose hooks go, signed, to a listener on ``port``."""
+    return SimAdministration(
+        "hostfact",
+        "hostfact",
+        SOURCE_KEY,
+        hooks_url=f"http://127.0.0.1:{port}/hooks/hostfact",
+        hook_secret=HOOK_SECRET,
+    )
+
+
 @contextlib.asynccontextmanager
 async def running_stack(
     redis_url: str,
@@ -60,13 +71,7 @@ async def running_stack(
     **overrides: Any,
 ) -> AsyncIterator[Stack]:
     port = free_port()
-    hostfact = SimAdministration(
-        "hostfact",
-        "hostfact",
-        SOURCE_KEY,
-        hooks_url=f"http://127.0.0.1:{port}/hooks/hostfact",
-        hook_secret=HOOK_SECRET,
-    )
+    hostfact = hostfact_firing_at(port)
     target = SimAdministration("target", target_dialect, TARGET_KEY)
     async with run_simulator([hostfact, target]) as sim:
         values: dict[str, Any] = {

@@ -58,6 +58,7 @@ from tests.ledgers import (
     payment_history_problems,
     trace_payments,
 )
+from tests.stack import hostfact_firing_at
 from tests.test_pipeline import LINES, pipeline_settings
 from worker import keys
 from worker.embedded_redis import free_port
@@ -225,13 +226,7 @@ async def test_a_worker_killed_mid_payment_leaves_every_payment_booked_once(
     event ends done, each mirror is paid exactly what the source is paid, by exactly one applied
     ``partpayment``."""
     port = free_port()
-    hostfact = SimAdministration(
-        "hostfact",
-        "hostfact",
-        SOURCE_KEY,
-        hooks_url=f"http://127.0.0.1:{port}/hooks/hostfact",
-        hook_secret=HOOK_SECRET,
-    )
+    hostfact = hostfact_firing_at(port)
     wefact = SimAdministration("wefact", "wefact", TARGET_KEY)
     source_trace, target_trace = trace_payments(hostfact), trace_payments(wefact)
     log = tmp_path / "workers.log"
@@ -387,13 +382,7 @@ async def test_a_document_held_by_a_dead_worker_is_synced_once_its_lease_expires
     has died (no release will ever queue its follow-up) must still run once the lease expires, and the
     payment is booked once. Here the dead worker is a lease set straight in Redis, 2 s long."""
     port = free_port()
-    hostfact = SimAdministration(
-        "hostfact",
-        "hostfact",
-        SOURCE_KEY,
-        hooks_url=f"http://127.0.0.1:{port}/hooks/hostfact",
-        hook_secret=HOOK_SECRET,
-    )
+    hostfact = hostfact_firing_at(port)
     wefact = SimAdministration("wefact", "wefact", TARGET_KEY)
     async with run_simulator([hostfact, wefact]) as sim:
         settings = pipeline_settings(redis_url, sim.api_url("hostfact"), sim.api_url("wefact"), port)

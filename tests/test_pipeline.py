@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from tasks.client import ApiClient
 from tasks.simulator import SimAdministration, run_simulator
 from tests.conftest import HOOK_SECRET, SOURCE_KEY, TARGET_KEY, hook_body, make_settings, sign
+from tests.stack import hostfact_firing_at
 from worker.config import Settings
 from worker.embedded_redis import free_port
 from worker.runtime import Running, start
@@ -83,13 +84,7 @@ def pipeline_settings(
 @pytest.fixture
 async def pipeline(redis: Redis, redis_url: str) -> AsyncIterator[Pipeline]:
     port = free_port()
-    hostfact = SimAdministration(
-        "hostfact",
-        "hostfact",
-        SOURCE_KEY,
-        hooks_url=f"http://127.0.0.1:{port}/hooks/hostfact",
-        hook_secret=HOOK_SECRET,
-    )
+    hostfact = hostfact_firing_at(port)
     wefact = SimAdministration("wefact", "wefact", TARGET_KEY)
     async with run_simulator([hostfact, wefact]) as sim:
         settings = pipeline_settings(redis_url, sim.api_url("hostfact"), sim.api_url("wefact"), port)

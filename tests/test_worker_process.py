@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from tasks.client import ApiClient
 from tasks.simulator import SimAdministration, run_simulator
 from tests.conftest import HOOK_SECRET, SOURCE_KEY, TARGET_KEY
+from tests.stack import hostfact_firing_at
 from tests.test_pipeline import LINES, pipeline_settings
 from worker.embedded_redis import free_port
 from worker.runtime import start
@@ -51,13 +52,7 @@ target = "wefact"
 
 async def test_sigterm_mid_job_loses_nothing(redis: Redis, redis_url: str, tmp_path: Path) -> None:
     port = free_port()
-    hostfact = SimAdministration(
-        "hostfact",
-        "hostfact",
-        SOURCE_KEY,
-        hooks_url=f"http://127.0.0.1:{port}/hooks/hostfact",
-        hook_secret=HOOK_SECRET,
-    )
+    hostfact = hostfact_firing_at(port)
     wefact = SimAdministration("wefact", "wefact", TARGET_KEY)
     debtor = hostfact.add_debtor(CompanyName="Company X")
     invoice = hostfact.add_invoice(DebtorCode=debtor["DebtorCode"], InvoiceLines=LINES, Status=2)
