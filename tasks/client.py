@@ -9,10 +9,10 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Protocol, Self
+from typing import Any, Final, Literal, Protocol, Self
 from urllib.parse import urlencode
 
 import aiohttp
@@ -99,6 +99,34 @@ def _header_int(headers: Mapping[str, str], name: str) -> int | None:
     return None if value is None else int(value)
 
 
+ApiOutcome = Literal["success", "error", "transient", "rate_limited", "banned"]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiCall:
+    """One call that was sent, for an observer (metrics): names from the configuration and the code only."""
+
+    administration: str
+    controller: str
+    action: str
+    outcome: ApiOutcome
+    # The HTTP exchange only: time spent waiting for the throttle is not in it.
+    elapsed: float
+    http_status: int | None
+
+
+def _outcome(exc: ApiError | None) -> ApiOutcome:
+    if exc is None:
+        return "success"
+    if isinstance(exc, BannedError):
+        return "banned"
+    if isinstance(exc, RateLimited):
+        return "rate_limited"
+    if isinstance(exc, TransientError):
+        return "transient"
+    return "error"
+
+
 class Throttle(Protocol):
     """The runtime's shared per-administration rate limiter (Redis-backed), consulted around every request."""
 
@@ -118,8 +146,12 @@ class ApiClient:
         *,
         session: aiohttp.ClientSession | None = None,
         throttle: Throttle | None = None,
+        on_call: Callable[[ApiCall], None] | None = None,
     ) -> None:
         self.admin = admin
+        # Told about every call sent, whatever its outcome: how the runtime counts calls without this
+        # package knowing about metrics.
+        self.on_call = on_call
         self.traits = DIALECTS[admin.dialect]
         self.rate_limit: RateLimit | None = None
         self.last_exchange: dict[str, Any] | None = None
@@ -204,6 +236,7 @@ class ApiClient:
             envelope = self._classify(controller, action, status, headers, raw, exchange)
         except ApiError as exc:
             self.last_exchange = exchange
+            self._tell(controller, action, exchange, exc)
             logger.debug(
                 "api %s %s on %s failed: %s http=%s in %s ms",
                 controller,
@@ -216,6 +249,7 @@ class ApiClient:
             )
             raise
         self.last_exchange = exchange
+        self._tell(controller, action, exchange, None)
         logger.debug(
             "api %s %s on %s: success http=%s in %s ms",
             controller,
@@ -286,6 +320,23 @@ class ApiClient:
                 return rows
 
     # -- internals -----------------------------------------------------------------------------------------
+
+    def _tell(self, controller: str, action: str, exchange: Mapping[str, Any], exc: ApiError | None) -> None:
+        if self.on_call is None:
+            return
+        call = ApiCall(
+            administration=self.admin.name,
+            controller=controller,
+            action=action,
+            outcome=_outcome(exc),
+            elapsed=(exchange["elapsed_ms"] or 0.0) / 1000,
+            http_status=exchange["http_status"],
+        )
+        try:
+            self.on_call(call)
+        except Exception:
+            # An observer is bookkeeping: its failure must not turn a call that worked into one that failed.
+            logger.exception("the on_call observer of %s failed", self.admin.name)
 
     def _form_body(self, controller: str, action: str, params: Mapping[str, Any]) -> str:
         pairs = encode_form({**params, "controller": controller, "action": action})

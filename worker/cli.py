@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import sys
 from pathlib import Path
 
@@ -15,10 +16,12 @@ from tasks.remap import rebuild_id_map
 from worker.cli_ops import register as register_operator_commands
 from worker.clicontext import load_settings_for
 from worker.config import Settings
+from worker.heartbeat import heartbeats, verdict
 from worker.idmap import RedisIdMap
 from worker.logs import configure_logging
 from worker.ratelimit import SharedRateLimit
 from worker.runtime import redis_for, running_redis_url, serve
+from worker.supervisor import Supervisor
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -48,7 +51,8 @@ def main(ctx: click.Context, config: Path | None, log_json: bool | None, log_lev
       factsync sandbox                       # everything embedded and simulated
       factsync -c factsync.toml run          # listener and worker in one process
       factsync -c factsync.toml listen       # listener only (scale workers separately)
-      factsync -c factsync.toml worker       # one worker process
+      factsync -c factsync.toml worker -p 4  # four worker processes, restarted when they die
+      factsync -c factsync.toml check        # exit 0 when some worker is alive
     """
     ctx.obj = {"config": config, "log_json": log_json, "log_level": log_level.upper()}
 
@@ -87,13 +91,24 @@ def listen(ctx: click.Context, host: str | None, port: int | None) -> None:
     _run(load_settings_for(ctx, listen_host=host, listen_port=port), listen=True, work=False)
 
 
-@main.command()
-@click.pass_context
-def worker(ctx: click.Context) -> None:
-    """Run one worker process; start as many as the load needs, on any host that reaches Redis.
+# How much longer than shutdown_grace the supervisor waits for its children: start-up, closing, logging.
+STOP_MARGIN = 10.0
 
-    SIGTERM stops it gracefully: it takes no new job, lets running ones finish within shutdown_grace
-    seconds, and leaves the rest queued for another worker.
+
+@main.command()
+@click.option(
+    "--processes",
+    "-p",
+    type=click.IntRange(min=1),
+    help="Worker processes to run and keep running (default from config: worker_processes, 1).",
+)
+@click.pass_context
+def worker(ctx: click.Context, processes: int | None) -> None:
+    """Run worker processes; start as many as the load needs, on any host that reaches Redis.
+
+    With --processes N above 1, a supervisor runs N worker processes and restarts one that dies (after a
+    backoff that grows while it keeps dying). SIGTERM stops them gracefully: no new job is taken, running
+    ones finish within shutdown_grace seconds, and the rest stay queued for another worker.
     """
     settings = load_settings_for(ctx)
     if not settings.redis_url:
@@ -101,7 +116,64 @@ def worker(ctx: click.Context) -> None:
             "a separate worker needs a shared Redis: set FACTSYNC_REDIS_URL or redis_url "
             "(use `factsync run` for the embedded single-process setup)"
         )
-    _run(settings, listen=False, work=True)
+    processes = processes or settings.worker_processes
+    if processes == 1:
+        _run(settings, listen=False, work=True)
+        return
+    command = [sys.executable, "-m", "worker.cli", *_global_options(ctx), "worker", "--processes", "1"]
+    supervisor = Supervisor(
+        command,
+        processes,
+        stop_timeout=settings.shutdown_grace + STOP_MARGIN,
+        metrics_port=settings.worker_metrics_port if settings.metrics else 0,
+    )
+    sys.exit(asyncio.run(supervisor.run()))
+
+
+def _global_options(ctx: click.Context) -> list[str]:
+    """The `factsync` options this command was given, for a child process that must see the same."""
+    options = ["--log-level", ctx.obj["log_level"]]
+    if ctx.obj["config"] is not None:
+        options += ["--config", str(Path(ctx.obj["config"]).resolve())]
+    if ctx.obj["log_json"] is not None:
+        options.append("--log-json" if ctx.obj["log_json"] else "--log-text")
+    return options
+
+
+@main.command()
+@click.option(
+    "--this-host",
+    is_flag=True,
+    help="Count only the workers on this host: a container's or pod's own health check.",
+)
+@click.pass_context
+def check(ctx: click.Context, this_host: bool) -> None:
+    """Exit 0 when a worker's heartbeat is fresh, 1 when none is; print one line saying why.
+
+    For health checks: `factsync check --this-host` in a worker container or pod, `factsync check` to
+    know that some worker, anywhere, is alive.
+    """
+    settings = load_settings_for(ctx)
+    try:
+        redis_url = running_redis_url(settings)
+    except LookupError as exc:
+        click.echo(f"unhealthy: {exc}")
+        sys.exit(1)
+    healthy, reason = asyncio.run(_check(redis_url, socket.gethostname() if this_host else None))
+    click.echo(("ok: " if healthy else "unhealthy: ") + reason)
+    sys.exit(0 if healthy else 1)
+
+
+async def _check(redis_url: str, host: str | None) -> tuple[bool, str]:
+    redis = Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        beats = await heartbeats(redis)
+    except Exception as exc:
+        # Not the URL: it may carry Redis's password.
+        return False, f"Redis does not answer ({type(exc).__name__})"
+    finally:
+        await redis.aclose()
+    return verdict(beats, host=host)
 
 
 @main.command()

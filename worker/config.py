@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     # Serve Prometheus metrics at /metrics on the listener.
     metrics: bool = True
+    # Each worker process serves its own /metrics on listen_host at this port (0: off); the processes of
+    # `factsync worker --processes N` take this port and the N - 1 after it.
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
     # `factsync worker` runs this many worker processes and restarts one that dies.
     worker_processes: int = Field(default=1, ge=1)
     sources: dict[str, SourceSettings] = Field(default_factory=dict)

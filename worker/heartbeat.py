@@ -108,3 +108,16 @@ async def heartbeats(redis: Redis) -> list[Heartbeat]:
             )
         )
     return sorted(found, key=lambda hb: hb.beat_at, reverse=True)
+
+
+def verdict(beats: list[Heartbeat], *, host: str | None = None) -> tuple[bool, str]:
+    """Healthy when a worker (on ``host``, when given) has a fresh heartbeat; and one line saying why."""
+    where = f" on {host}" if host is not None else ""
+    mine = [beat for beat in beats if host is None or beat.host == host]
+    fresh = [beat for beat in mine if beat.fresh]
+    if fresh:
+        return True, f"{len(fresh)} worker(s){where} with a fresh heartbeat, newest {fresh[0].age:.0f} s old"
+    if mine:
+        newest = max(mine, key=lambda beat: beat.beat_at)
+        return False, f"no fresh worker heartbeat{where}: the newest is {newest.age:.0f} s old"
+    return False, f"no worker heartbeat{where}"

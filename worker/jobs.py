@@ -2,12 +2,17 @@
 
 The retry loop lives here and only here: transient API failures come back as arq `Retry` with a backoff;
 permanent ones, and transient ones out of tries or time, are recorded as failed on every waiting event.
+Every log line of a job carries its event id(s), route, document and invoice code (structlog context
+variables, bound per job: arq runs each job in its own asyncio task, so they never leak to another).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -24,12 +29,30 @@ from worker import keys
 from worker.config import Settings
 from worker.documents import Claim, Documents
 from worker.idmap import RedisIdMap
+from worker.metrics import EVENTS_SETTLED, JOBS, SYNC_RETRIES, SYNC_SECONDS, SYNCS, observe_api_call
 from worker.queue import FAN_OUT, SYNC, job_deserializer, job_serializer
 from worker.ratelimit import SharedRateLimit
+from worker.redisio import done as redis_done
 from worker.retry import backoff, give_up_reason
-from worker.store import EventStore
+from worker.store import FINAL, EventStore
 
 log = structlog.get_logger(__name__)
+
+
+@contextlib.contextmanager
+def log_context(**values: Any) -> Iterator[None]:
+    """Bind ``values`` to every log line until the block ends, and whatever the block binds on top of them.
+
+    arq runs each job in a task of its own, so the context is the job's; restoring it on the way out keeps
+    a job run directly (tests, the sandbox) from leaking its ids into the caller's lines.
+    """
+    saved = structlog.contextvars.get_contextvars()
+    structlog.contextvars.bind_contextvars(**values)
+    try:
+        yield
+    finally:
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(**saved)
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -43,7 +66,10 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["throttle"] = throttle
     session = aiohttp.ClientSession()
     ctx["session"] = session
-    ctx["clients"] = {admin.name: ApiClient(admin, session=session, throttle=throttle) for admin in admins}
+    ctx["clients"] = {
+        admin.name: ApiClient(admin, session=session, throttle=throttle, on_call=observe_api_call)
+        for admin in admins
+    }
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -54,21 +80,39 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 async def fan_out(ctx: dict[str, Any], event_id: str) -> str:
     """Queue the sync of the event's document on every route of its source."""
+    with log_context(event_ids=[event_id]):
+        try:
+            result, message = await _fan_out(ctx, event_id)
+        except asyncio.CancelledError:
+            JOBS.labels(FAN_OUT, "cancelled").inc()
+            raise
+        except Exception:
+            JOBS.labels(FAN_OUT, "error").inc()
+            raise
+    JOBS.labels(FAN_OUT, result).inc()
+    return message
+
+
+async def _fan_out(ctx: dict[str, Any], event_id: str) -> tuple[str, str]:
+    """(result for the metrics, message for arq's log)."""
     settings: Settings = ctx["settings"]
     store: EventStore = ctx["store"]
     event = await store.get(event_id)
     if event is None:
-        return "event gone"
+        return "skipped", "event gone"
     if event.status not in ("queued", "running"):
-        return f"event already {event.status}"
+        return "skipped", f"event already {event.status}"
+    structlog.contextvars.bind_contextvars(source=event.source, action=event.action)
     hook = parse_hook(event.action, event.payload)
     if hook is None:
         await store.set_status(event_id, "ignored", reason=f"factsync does not act on {event.action!r}")
-        return "ignored"
+        EVENTS_SETTLED.labels("ignored").inc()
+        return "ignored", "ignored"
     routes = settings.routes_of(event.source)
     if not routes:
         await store.set_status(event_id, "ignored", reason=f"no route has source {event.source!r}")
-        return "ignored: no route"
+        EVENTS_SETTLED.labels("ignored").inc()
+        return "ignored", "ignored: no route"
     await store.start(event_id, [route.name for route in routes])
     documents: Documents = ctx["documents"]
     for route in routes:
@@ -78,18 +122,42 @@ async def fan_out(ctx: dict[str, Any], event_id: str) -> str:
                 "credited_by", str(hook.id), str(hook.CreditInvoiceID)
             )
         await documents.schedule(route.name, str(hook.document_id), event_id)
-    return f"fanned out to {len(routes)} route(s)"
+    return "fanned_out", f"fanned out to {len(routes)} route(s)"
 
 
 async def sync_document(ctx: dict[str, Any], route_name: str, document: str) -> str:
     """Bring one document of one route in step, answering for every event waiting on it."""
+    with log_context(route=route_name, document=document):
+        try:
+            result, message = await _sync_document(ctx, route_name, document)
+        except Retry:
+            JOBS.labels(SYNC, "retry").inc()
+            raise
+        except asyncio.CancelledError:
+            JOBS.labels(SYNC, "cancelled").inc()
+            raise
+        except Exception:
+            JOBS.labels(SYNC, "error").inc()
+            raise
+    JOBS.labels(SYNC, result).inc()
+    return message
+
+
+async def _sync_document(ctx: dict[str, Any], route_name: str, document: str) -> tuple[str, str]:
     documents: Documents = ctx["documents"]
     claim = await documents.claim(route_name, document, ctx["job_id"])
     if claim is None:
-        return "another worker holds this document; it will run once more after its current sync"
+        return (
+            "stood_down",
+            "another worker holds this document; it will run once more after its current sync",
+        )
     done: list[str] = []
     retrying = ""
     try:
+        # Inside the try: the lease is given back whatever happens from here on.
+        structlog.contextvars.bind_contextvars(
+            event_ids=claim.event_ids, invoice_code=await _invoice_code(ctx["redis"], claim.event_ids)
+        )
         if claim.event_ids:
             async with documents.kept_alive(claim):
                 done = await _sync_claimed(ctx, claim)
@@ -100,8 +168,22 @@ async def sync_document(ctx: dict[str, Any], route_name: str, document: str) -> 
     finally:
         follow_up = await documents.release(claim, done, retrying=retrying)
     if follow_up:
-        log.info("sync.follow_up", route=route_name, document=document, job_id=follow_up)
-    return f"answered {len(done)} event(s)"
+        log.info("sync.follow_up", job_id=follow_up)
+    return ("synced" if done else "idle"), f"answered {len(done)} event(s)"
+
+
+async def _invoice_code(redis: Any, event_ids: list[str]) -> str | None:
+    """The invoice code the newest of the events names (the hook's InvoiceCode), for the log context."""
+    if not event_ids:
+        return None
+    # Event ids sort by arrival; a draft's code changes when it gets its number, so the newest says most.
+    raw = await redis_done(redis.hget(keys.event(max(event_ids)), "payload"))
+    try:
+        payload = json.loads(raw) if raw else {}
+    except ValueError:
+        return None
+    code = payload.get("InvoiceCode") if isinstance(payload, dict) else None
+    return str(code) if code not in (None, "") else None
 
 
 async def _sync_claimed(ctx: dict[str, Any], claim: Claim) -> list[str]:
@@ -143,7 +225,9 @@ async def _sync_claimed(ctx: dict[str, Any], claim: Claim) -> list[str]:
         delay = exc.retry_after if isinstance(exc, RateLimited) else backoff(attempt, settings.retry)
         reason = give_up_reason(attempt, elapsed, delay, settings.retry)
         if reason is None:
-            log.info("sync.retry", route=claim.route, document=claim.document, attempt=attempt, delay=delay)
+            log.info("sync.retry", attempt=attempt, delay=delay, error=exc.message)
+            kind = "rate_limited" if isinstance(exc, RateLimited) else "transient"
+            SYNC_RETRIES.labels(claim.route, kind).inc()
             raise Retry(defer=delay) from exc
         outcome = _failed(f"{reason}: {exc.message}", exc, attempt)
     except BannedError as exc:
@@ -155,18 +239,17 @@ async def _sync_claimed(ctx: dict[str, Any], claim: Claim) -> list[str]:
     except ApiError as exc:
         outcome = _failed(f"the API refused: {exc.message}", exc, attempt)
     except Exception as exc:
-        log.exception("sync.crashed", route=claim.route, document=claim.document)
+        log.exception("sync.crashed")
         outcome = _failed(f"internal error: {type(exc).__name__}: {exc}", None, attempt)
-    outcome["elapsed_ms"] = round((time.monotonic() - started) * 1000)
+    elapsed = time.monotonic() - started
+    outcome["elapsed_ms"] = round(elapsed * 1000)
     for event_id in claim.event_ids:
-        await store.record_outcome(event_id, claim.route, outcome)
-    log.info(
-        "sync.finished",
-        route=claim.route,
-        document=claim.document,
-        status=outcome["status"],
-        events=len(claim.event_ids),
-    )
+        settled = await store.record_outcome(event_id, claim.route, outcome)
+        if settled in FINAL:
+            EVENTS_SETTLED.labels(settled).inc()
+    SYNCS.labels(claim.route, outcome["status"]).inc()
+    SYNC_SECONDS.labels(claim.route).observe(elapsed)
+    log.info("sync.finished", status=outcome["status"], events=len(claim.event_ids))
     return claim.event_ids
 
 

@@ -14,7 +14,7 @@ def health_check() -> str:
     return f"{QUEUE}:health-check"
 
 
-# All events by received time (score: ms since the epoch).
+# All events by received time (score: microseconds since the epoch, see store.now_us).
 EVENTS = f"{PREFIX}:events"
 
 

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from tasks.hooks import parse_hook
 from worker.config import Settings
 from worker.dashboard import setup_dashboard
-from worker.metrics import setup_metrics
+from worker.metrics import count_hook, setup_metrics
 from worker.signing import HookVerifier, SignatureError
 from worker.store import EventStore
 
@@ -34,6 +34,18 @@ def error(status: int, code: str, message: str, **extra: Any) -> web.Response:
 
 
 async def receive_hook(request: web.Request) -> web.Response:
+    source = request.match_info["source"]
+    known = source if source in request.app[VERIFIERS] else None
+    try:
+        response = await _receive_hook(request)
+    except Exception:
+        count_hook(known, None)
+        raise
+    count_hook(known, response)
+    return response
+
+
+async def _receive_hook(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     source = request.match_info["source"]
     verifier = request.app[VERIFIERS].get(source)

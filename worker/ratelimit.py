@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from tasks.client import RateLimit
 from tasks.errors import RateLimited
 from worker import keys
+from worker.metrics import BANS, RATE_LIMIT_REFUSALS, RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
 
 # GCRA: one theoretical arrival time per administration, in Redis time so that host clocks do not matter.
 # KEYS: tat, pause   ARGV: interval ms, tolerance ms. Returns {1, 0} (go) or {0, wait ms} or {-1, paused ms}.
@@ -67,6 +68,7 @@ class SharedRateLimit:
                 if int(code) == 1:
                     return
                 if int(code) == -1:
+                    RATE_LIMIT_REFUSALS.labels(administration, "paused").inc()
                     raise RateLimited(
                         f"calls to {administration} are paused after a ban (HTTP 403)",
                         retry_after=int(ms) / 1000,
@@ -75,7 +77,10 @@ class SharedRateLimit:
             elif wait <= 0:
                 return
             if time.monotonic() + wait > deadline:
+                RATE_LIMIT_REFUSALS.labels(administration, "budget").inc()
                 raise RateLimited(f"the API budget of {administration} is spent", retry_after=wait)
+            RATE_LIMIT_WAITS.labels(administration).inc()
+            RATE_LIMIT_WAIT_SECONDS.labels(administration).inc(wait)
             await asyncio.sleep(wait)
 
     def observe(self, administration: str, rate_limit: RateLimit) -> None:
@@ -91,6 +96,7 @@ class SharedRateLimit:
 
     async def pause(self, administration: str, seconds: float) -> None:
         """After a 403 ban: no worker calls this administration for ``seconds``."""
+        BANS.labels(administration).inc()
         await self.redis.set(keys.paused(administration), "banned", px=int(seconds * 1000))
 
     async def paused_for(self, administration: str) -> float:

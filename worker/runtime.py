@@ -18,6 +18,7 @@ from worker.embedded_redis import EmbeddedRedis
 from worker.heartbeat import keep_beating, new_worker_id
 from worker.jobs import worker_settings
 from worker.listener import create_app
+from worker.metrics import start_worker_metrics
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +56,8 @@ class Running:
     worker_id: str | None = None
     heartbeat: asyncio.Task[None] | None = None
     redis: Redis | None = None
+    # A worker without a listener in its process serves its metrics on its own port (worker_metrics_port).
+    metrics: web.AppRunner | None = None
 
     async def stop(self) -> None:
         """Graceful: stop taking hooks, let running jobs finish within the grace period, then close."""
@@ -64,6 +67,13 @@ class Running:
             self.worker.handle_sig_wait_for_completion(signal.SIGTERM)
             with contextlib.suppress(asyncio.CancelledError):
                 await self.worker_task
+            # The jobs still running after the grace period were cancelled, and are unwinding: giving their
+            # document's lease back, putting the job back in the queue. Let them finish that first, since
+            # close() cancels whatever is not done once more, which would cut the unwinding short and leave
+            # the lease to expire (lease_seconds) before another worker could take the job.
+            unwinding = [task for task in self.worker.tasks.values() if not task.done()]
+            if unwinding:
+                await asyncio.wait(unwinding, timeout=10)
             await self.worker.close()
         if self.heartbeat is not None:
             self.heartbeat.cancel()
@@ -71,6 +81,8 @@ class Running:
                 await self.heartbeat
         if self.redis is not None:
             await self.redis.aclose()
+        if self.metrics is not None:
+            await self.metrics.cleanup()
 
 
 async def start(settings: Settings, redis_url: str, *, listen: bool = True, work: bool = True) -> Running:
@@ -87,6 +99,9 @@ async def start(settings: Settings, redis_url: str, *, listen: bool = True, work
     worker = None
     task = None
     if work:
+        # First, so a metrics port already taken stops start-up before any job is taken. With a listener in
+        # this process, its /metrics already shows this worker's counters.
+        metrics = None if listen else await start_worker_metrics(settings)
         worker = Worker(**worker_settings(settings, redis_url), handle_signals=False)
         # arq's graceful shutdown cancels `main_task` once running jobs are done; it must be this task.
         task = worker.main_task = asyncio.create_task(worker.main())
@@ -94,7 +109,7 @@ async def start(settings: Settings, redis_url: str, *, listen: bool = True, work
         worker_id = new_worker_id()
         heartbeat = asyncio.create_task(keep_beating(redis, worker_id, worker))
         log.info("worker.started", queue=worker.queue_name, max_jobs=settings.max_jobs, worker_id=worker_id)
-        return Running(url, runner, worker, task, worker_id, heartbeat, redis)
+        return Running(url, runner, worker, task, worker_id, heartbeat, redis, metrics)
     return Running(url, runner, worker, task)
 
 
