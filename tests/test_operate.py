@@ -430,17 +430,35 @@ async def test_discard_only_takes_failed_events(redis: Redis) -> None:
         await discard_events(store, [accepted.event_id], by=OPERATOR, reason=" ")
 
 
-async def test_a_backfill_event_is_not_re_enqueued_into_an_ignored_one(redis: Redis) -> None:
-    """The fan-out job knows hook actions only: re-enqueued, a backfill event would end `ignored`."""
+async def test_a_failed_backfill_event_is_re_enqueued_onto_its_own_route(
+    redis: Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backfill event names no hook: re-enqueued, the fan-out syncs its invoice on its recorded route."""
+    # make_settings names its administrations differently from the stack's.
+    monkeypatch.delenv("FACTSYNC_TARGETS__TARGET__RATE_LIMIT_PER_MINUTE")
+    from tests.conftest import make_settings
+    from worker.documents import Documents
+    from worker.jobs import fan_out
     from worker.operate import RETRYABLE, requeue_events
     from worker.store import EventStore
 
+    settings = make_settings(redis_url)
     store = EventStore(redis, dedup_ttl=60, job_expiry_ms=60_000)
-    event_id = await store.record(source="hostfact", action="backfill", payload={"id": 1}, routes=["sales"])
+    event_id = await store.record(source="hostfact", action="backfill", payload={"id": 7}, routes=["sales"])
     await store.record_outcome(event_id, "sales", {"status": "failed", "reason": "refused"})
     (result,) = await requeue_events(store, [event_id], by=OPERATOR, allowed=RETRYABLE)
-    assert result.verdict == "refused" and "factsync backfill --route R` again" in result.detail
-    assert (await store.get(event_id)).status == "failed"  # type: ignore[union-attr]
+    assert result.verdict == "requeued"
+
+    ctx = {
+        "settings": settings,
+        "store": store,
+        "redis": redis,
+        "documents": Documents(redis, lease_ms=1000, job_expiry_ms=60_000),
+    }
+    assert await fan_out(ctx, event_id) == "fanned out to 1 route(s)"
+    event = await store.get(event_id)
+    assert event is not None and event.status == "running" and event.routes == ["sales"]
+    assert await redis.smembers(keys.pending("sales", "7")) == {event_id.encode()}
 
 
 async def test_a_backfill_without_a_worker_says_so_unless_told_not_to_wait(

@@ -30,6 +30,7 @@ from worker.config import Settings
 from worker.documents import Claim, Documents
 from worker.idmap import RedisIdMap
 from worker.metrics import EVENTS_SETTLED, JOBS, SYNC_RETRIES, SYNC_SECONDS, SYNCS, observe_api_call
+from worker.operate import SYNTHETIC
 from worker.queue import FAN_OUT, SYNC, job_deserializer, job_serializer
 from worker.ratelimit import SharedRateLimit
 from worker.redisio import done as redis_done
@@ -103,6 +104,20 @@ async def _fan_out(ctx: dict[str, Any], event_id: str) -> tuple[str, str]:
     if event.status not in ("queued", "running"):
         return "skipped", f"event already {event.status}"
     structlog.contextvars.bind_contextvars(source=event.source, action=event.action)
+    documents: Documents = ctx["documents"]
+    if event.action in SYNTHETIC:
+        # Recorded by a backfill or an audit (and now re-enqueued): no hook to parse; its own routes and
+        # invoice say what to sync.
+        routes = [settings.route(name) for name in event.routes if name in settings.routes]
+        document = str(event.payload.get("id", ""))
+        if not routes or not document:
+            await store.set_status(event_id, "ignored", reason="its routes are no longer configured")
+            EVENTS_SETTLED.labels("ignored").inc()
+            return "ignored", "ignored: no route"
+        await store.start(event_id, [route.name for route in routes])
+        for route in routes:
+            await documents.schedule(route.name, document, event_id)
+        return "fanned_out", f"fanned out to {len(routes)} route(s)"
     hook = parse_hook(event.action, event.payload)
     if hook is None:
         await store.set_status(event_id, "ignored", reason=f"factsync does not act on {event.action!r}")
@@ -114,7 +129,6 @@ async def _fan_out(ctx: dict[str, Any], event_id: str) -> tuple[str, str]:
         EVENTS_SETTLED.labels("ignored").inc()
         return "ignored", "ignored: no route"
     await store.start(event_id, [route.name for route in routes])
-    documents: Documents = ctx["documents"]
     for route in routes:
         if isinstance(hook, InvoiceCreditedHook):
             # The one link between an original and its credit invoice that HostFact's API does not show.
@@ -263,7 +277,8 @@ def worker_settings(settings: Settings, redis_url: str) -> dict[str, Any]:
     backstop = settings.retry.max_tries + 50
     return {
         "functions": [
-            func(fan_out, name=FAN_OUT, timeout=30, max_tries=backstop),
+            # Short: arq re-runs a killed worker's jobs only after the longest function timeout + 10 s.
+            func(fan_out, name=FAN_OUT, timeout=min(30, settings.job_timeout), max_tries=backstop),
             func(sync_document, name=SYNC, timeout=settings.job_timeout, max_tries=backstop),
         ],
         "redis_settings": RedisSettings.from_dsn(redis_url),

@@ -33,9 +33,8 @@ WAITING: tuple[Status, ...] = ("queued", "running")
 # What `events replay` runs again; `failed retry` runs failed events only.
 REPLAYABLE: frozenset[str] = frozenset({"done", "ignored", "failed", "discarded"})
 RETRYABLE: frozenset[str] = frozenset({"failed"})
-# Events an operator's command records (`worker.resync`), not hooks: the fan-out job knows only hook
-# actions and would mark a re-enqueued one ignored, hiding its failure. Until it routes these to their
-# recorded routes, they are run again by running their command again.
+# Events an operator's command records (`worker.resync`), not hooks: they carry their routes and invoice,
+# and the fan-out syncs that invoice on those routes again when one is re-enqueued.
 BACKFILL = "backfill"
 AUDIT = "audit"
 SYNTHETIC: frozenset[str] = frozenset({BACKFILL, AUDIT})
@@ -194,12 +193,6 @@ async def _requeue_one(store: EventStore, event_id: str, *, by: str, allowed: fr
     if status not in allowed:
         hint = "`factsync events replay` runs it again" if status in REPLAYABLE else ""
         return Requeue(event_id, "refused", status, detail=f"it is {status}, not failed; {hint}".rstrip("; "))
-    action = _text(await done(store.redis.hget(keys.event(event_id), "action")))
-    if action in SYNTHETIC:
-        command = "backfill --route R" if action == BACKFILL else "audit --route R --fix"
-        return Requeue(
-            event_id, "refused", status, detail=f"a {action} event: run `factsync {command}` again instead"
-        )
     previous, job_id = await store.requeue(event_id, by=by)
     if not job_id:
         # Someone re-enqueued it between the look and the requeue: it waits already.
