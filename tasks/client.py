@@ -213,7 +213,7 @@ class ApiClient:
                     # A redirect would turn the POST into a bodyless GET: the api_url is wrong, say so.
                     allow_redirects=False,
                 ) as response:
-                    raw = await response.read()
+                    raw = await self._read_capped(response)
                     status, headers = response.status, response.headers
             except TimeoutError as exc:
                 if isinstance(exc, aiohttp.ConnectionTimeoutError):
@@ -320,6 +320,21 @@ class ApiClient:
                 return rows
 
     # -- internals -----------------------------------------------------------------------------------------
+
+    async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
+        """The body, unless it is larger than any answer of this API should be (a runaway or hostile server
+        would otherwise cost the worker its memory)."""
+        limit = self.admin.max_answer_bytes
+        if response.content_length is not None and response.content_length > limit:
+            raise aiohttp.ClientPayloadError(f"answer of {response.content_length} bytes, over {limit}")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise aiohttp.ClientPayloadError(f"answer over {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _tell(self, controller: str, action: str, exchange: Mapping[str, Any], exc: ApiError | None) -> None:
         if self.on_call is None:

@@ -24,6 +24,8 @@ class Administration(BaseModel):
     rate_limit_per_minute: int = Field(default=300, gt=0)
     connect_timeout: float = Field(default=5.0, gt=0)
     total_timeout: float = Field(default=30.0, gt=0)
+    # No answer of this API should be larger; a bigger one is refused rather than read into memory.
+    max_answer_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
 
 
 class Route(BaseModel):

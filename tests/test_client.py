@@ -411,6 +411,18 @@ async def _odd(request: web.Request) -> web.StreamResponse:
         return web.Response(status=429, headers={"Retry-After": "7"})
     if case == "no-status":
         return web.json_response({"controller": "invoice", "invoices": []})
+    if case == "huge":
+        # 2 MiB of a valid envelope, declared up front or streamed without a length.
+        rows = [{"Identifier": str(n), "Comment": "x" * 1000} for n in range(2000)]
+        return web.json_response({"status": "success", "invoices": rows})
+    if case == "huge-chunked":
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for _ in range(64):
+            await response.write(b" " * 32 * 1024)
+        await response.write_eof()
+        return response
     if case == "echo":
         return web.json_response({"status": "error", "errors": ["bad key " + str(form["api_key"])]})
     return web.json_response({"status": "success", "echo": {k: str(v) for k, v in form.items()}})
@@ -451,6 +463,16 @@ async def test_odd_answers(odd_server: str, case: str, error: type[ApiError], ma
     assert_clean(caught.value)
     if isinstance(caught.value, RateLimited):
         assert caught.value.retry_after == 7
+
+
+@pytest.mark.parametrize("case", ["huge", "huge-chunked"])
+async def test_an_answer_larger_than_the_cap_is_not_read(odd_server: str, case: str) -> None:
+    admin = Administration(
+        name="odd", api_url=f"{odd_server}/{case}", api_key=KEY, max_answer_bytes=1024 * 1024
+    )
+    async with ApiClient(admin) as client:
+        with pytest.raises(TransientError, match="over 1048576"):
+            await client.call("invoice", "list")
 
 
 async def test_the_body_the_server_receives(odd_server: str) -> None:

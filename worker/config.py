@@ -30,17 +30,26 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message names the setting and what is wrong with it."""
 
 
-class SourceSettings(BaseModel):
-    """A HostFact administration that sends hooks (through `hooks.php`) and answers API reads."""
+class AdministrationSettings(BaseModel):
+    """How to reach one administration's API v2 endpoint, and how much of it factsync may use."""
 
     model_config = ConfigDict(extra="forbid")
 
     api_url: AnyHttpUrl
     api_key: SecretStr
-    # Several at once so a secret can be rotated without dropping hooks signed with the old one.
-    hook_secrets: list[SecretStr] = Field(min_length=1)
+    dialect: Dialect
+    rate_limit_per_minute: int = Field(gt=0)
+    connect_timeout: float = Field(default=5.0, gt=0)
+    total_timeout: float = Field(default=30.0, gt=0)
+
+
+class SourceSettings(AdministrationSettings):
+    """A HostFact administration that sends hooks (through `hooks.php`) and answers API reads."""
+
     dialect: Dialect = "hostfact"
     rate_limit_per_minute: int = Field(default=300, gt=0)
+    # Several at once so a secret can be rotated without dropping hooks signed with the old one.
+    hook_secrets: list[SecretStr] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _secrets_are_standard_webhooks_secrets(self) -> SourceSettings:
@@ -55,13 +64,9 @@ class SourceSettings(BaseModel):
         return self
 
 
-class TargetSettings(BaseModel):
+class TargetSettings(AdministrationSettings):
     """A WeFact or HostFact administration that factsync writes to."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    api_url: AnyHttpUrl
-    api_key: SecretStr
     dialect: Dialect = "wefact"
     # WeFact publishes about 200-500 calls a minute per IP and bans on a breach: stay well under.
     rate_limit_per_minute: int = Field(default=150, gt=0)
@@ -183,24 +188,10 @@ class Settings(BaseSettings):
         return int(self.lease_seconds * 1000)
 
     def source(self, name: str) -> Administration:
-        s = self.sources[name]
-        return Administration(
-            name=name,
-            dialect=s.dialect,
-            api_url=s.api_url,
-            api_key=s.api_key,
-            rate_limit_per_minute=s.rate_limit_per_minute,
-        )
+        return _administration(name, self.sources[name])
 
     def target(self, name: str) -> Administration:
-        t = self.targets[name]
-        return Administration(
-            name=name,
-            dialect=t.dialect,
-            api_url=t.api_url,
-            api_key=t.api_key,
-            rate_limit_per_minute=t.rate_limit_per_minute,
-        )
+        return _administration(name, self.targets[name])
 
     def route(self, name: str) -> Route:
         r = self.routes[name]
@@ -208,6 +199,10 @@ class Settings(BaseSettings):
 
     def routes_of(self, source: str) -> list[Route]:
         return [self.route(name) for name, r in self.routes.items() if r.source == source]
+
+
+def _administration(name: str, settings: AdministrationSettings) -> Administration:
+    return Administration(name=name, **settings.model_dump(include=set(AdministrationSettings.model_fields)))
 
 
 # The config file being loaded: settings_customise_sources is a classmethod and cannot take arguments.
