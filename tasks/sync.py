@@ -62,9 +62,14 @@ async def sync_invoice(
     source: ApiClient,
     target: ApiClient,
     ids: IdMap,
+    calls: list[str] | None = None,
 ) -> SyncResult:
-    """Bring the target of ``route`` in step with source invoice ``invoice_id``."""
-    calls: list[str] = [f"{source.name}: invoice.show {invoice_id}"]
+    """Bring the target of ``route`` in step with source invoice ``invoice_id``.
+
+    ``calls``: where to note each API call as it is made (the caller keeps them when the sync fails).
+    """
+    calls = [] if calls is None else calls
+    calls.append(f"{source.name}: invoice.show {invoice_id}")
     wanted = await read_sales_invoice(source, invoice_id)
 
     skip = not_mirrored(route, wanted)

@@ -154,6 +154,7 @@ async def test_a_permanent_error_lands_in_the_failed_store_with_the_reason(pipel
     assert failed.tries == 1, "a permanent refusal is not retried"
     assert failed.last_exchange is not None
     assert failed.last_exchange["controller"] == "invoice" and failed.last_exchange["action"] == "show"
+    assert failed.outcomes["sales"]["calls"] == ["hostfact: invoice.show 999"], "a failed try lists its calls"
     assert SOURCE_KEY not in str(failed.last_exchange)
     assert await pipeline.store.ids("failed") == [failed.id]
 

@@ -208,6 +208,8 @@ async def _sync_claimed(ctx: dict[str, Any], claim: Claim) -> list[str]:
         await store.record_try(event_id, attempt)
     started = time.monotonic()
     outcome: dict[str, Any]
+    # The sync writes the calls it makes here, so a failed try records them too.
+    calls: list[str] = []
     try:
         if claim.route not in settings.routes:
             raise LookupError(f"route {claim.route!r} is no longer configured")
@@ -223,6 +225,7 @@ async def _sync_claimed(ctx: dict[str, Any], claim: Claim) -> list[str]:
                     source=clients[route.source],
                     target=clients[route.target],
                     ids=RedisIdMap(ctx["redis"], route.name),
+                    calls=calls,
                 )
         except TimeoutError:
             raise TransientError(f"the sync took longer than {settings.sync_budget:.0f} s") from None
@@ -243,18 +246,20 @@ async def _sync_claimed(ctx: dict[str, Any], claim: Claim) -> list[str]:
             kind = "rate_limited" if isinstance(exc, RateLimited) else "transient"
             SYNC_RETRIES.labels(claim.route, kind).inc()
             raise Retry(defer=delay) from exc
-        outcome = _failed(f"{reason}: {exc.message}", exc, attempt)
+        outcome = _failed(f"{reason}: {exc.message}", exc, attempt, calls)
     except BannedError as exc:
         banned = str(exc.exchange.get("administration", ""))
         if banned:
             await ctx["throttle"].pause(banned, settings.ban_pause)
         log.error("api.banned", administration=banned, pause_s=settings.ban_pause)
-        outcome = _failed(f"the target banned this IP (HTTP 403), not retried: {exc.message}", exc, attempt)
+        outcome = _failed(
+            f"the target banned this IP (HTTP 403), not retried: {exc.message}", exc, attempt, calls
+        )
     except ApiError as exc:
-        outcome = _failed(f"the API refused: {exc.message}", exc, attempt)
+        outcome = _failed(f"the API refused: {exc.message}", exc, attempt, calls)
     except Exception as exc:
         log.exception("sync.crashed")
-        outcome = _failed(f"internal error: {type(exc).__name__}: {exc}", None, attempt)
+        outcome = _failed(f"internal error: {type(exc).__name__}: {exc}", None, attempt, calls)
     elapsed = time.monotonic() - started
     outcome["elapsed_ms"] = round(elapsed * 1000)
     for event_id in claim.event_ids:
@@ -267,8 +272,9 @@ async def _sync_claimed(ctx: dict[str, Any], claim: Claim) -> list[str]:
     return claim.event_ids
 
 
-def _failed(reason: str, exc: ApiError | None, attempt: int) -> dict[str, Any]:
-    return {"status": "failed", "reason": reason, "exchange": exc.exchange if exc else None, "tries": attempt}
+def _failed(reason: str, exc: ApiError | None, attempt: int, calls: list[str]) -> dict[str, Any]:
+    exchange = exc.exchange if exc else None
+    return {"status": "failed", "reason": reason, "exchange": exchange, "tries": attempt, "calls": calls}
 
 
 def worker_settings(settings: Settings, redis_url: str) -> dict[str, Any]:
