@@ -50,7 +50,13 @@ def configure_logging(*, secrets: Iterable[str] = (), json: bool | None = None, 
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        # filter_by_level first: a line below the level costs nothing more (hook.accepted is DEBUG, one per
+        # hook). Not in foreign_pre_chain: stdlib records reach the formatter already filtered.
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
@@ -59,7 +65,8 @@ def configure_logging(*, secrets: Iterable[str] = (), json: bool | None = None, 
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, redact, renderer],
+            # `shared` (in structlog's chain, or as foreign_pre_chain for stdlib records) already redacted.
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )
     root = logging.getLogger()
