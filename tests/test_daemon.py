@@ -10,6 +10,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -273,9 +274,9 @@ async def test_check_passes_only_while_a_worker_heartbeat_is_fresh(
     )
     await redis.sadd(keys.WORKERS, "gone:1:abc")
     code, output = await check(config)
-    assert code == 1 and output.startswith("unhealthy: no fresh worker heartbeat: the newest is 40 s old"), (
-        output
-    )
+    # 40 s when it was written; a slow machine may take a second or two to run the check.
+    newest = re.match(r"unhealthy: no fresh worker heartbeat: the newest is (\d+) s old", output)
+    assert code == 1 and newest is not None and 40 <= int(newest.group(1)) <= 45, output
     code, output = await check(config, "--this-host")
     assert code == 1 and output.strip() == f"unhealthy: no worker heartbeat on {socket.gethostname()}", output
 

@@ -145,7 +145,7 @@ async def test_failed_events_are_listed_shown_retried_discarded_and_replayed(
         shown = await cli(config, "failed", "show", first.id)
         assert shown.code == 0, shown.err
         assert "invoice_is_paid" in shown.out and "gave up after 2 tries" in shown.out
-        assert "not journaled for a failed try" in shown.out
+        assert "API calls of the last try" in shown.out, "a failed try lists the calls it made"
         assert '"http_status": 503' in shown.out, "the last API exchange is shown"
         assert TARGET_KEY not in shown.out and SOURCE_KEY not in shown.out
 

@@ -265,9 +265,6 @@ def _print_event(event: Event) -> None:
         calls = outcome.get("calls") or []
         if calls:
             click.echo(f"  API calls of the last try ({len(calls)}):")
-        elif outcome.get("status") == "failed":
-            # The worker journals the calls of a sync that completes; a failed one leaves its last exchange.
-            click.echo("  API calls: not journaled for a failed try; its last exchange is below")
         else:
             click.echo("  API calls: none")
         for number, call in enumerate(calls, start=1):
