@@ -202,6 +202,31 @@ class _ApiLedger:
             params["DiscountPercentage"] = str(line.discount_percentage)
         return params
 
+    async def apply(self, step: Step, source: Invoice, mirror: Invoice | None, marker: str) -> Applied:
+        """The steps both ledgers take alike are here; the rest is each ledger's own (`_apply`)."""
+        if isinstance(step, CreateMirror):
+            return await self._create(source, marker)
+        assert mirror is not None, f"{step} needs a mirror"
+        if isinstance(step, EditHeader):
+            return await self._edit(mirror, {"Date": step.date, "Term": step.term})
+        if isinstance(step, AddLines):
+            return await self._with_lines(mirror, "add", [self._line_params(line) for line in step.lines])
+        if isinstance(step, RemoveLines):
+            return await self._with_lines(
+                mirror, "delete", [{"Identifier": line.identifier} for line in step.lines]
+            )
+        return await self._apply(step, source, mirror, marker)
+
+    async def _create(self, source: Invoice, marker: str) -> Applied:
+        raise NotImplementedError
+
+    async def _apply(self, step: Step, source: Invoice, mirror: Invoice, marker: str) -> Applied:
+        raise NotImplementedError
+
+    async def _edit(self, mirror: Invoice, fields: dict[str, Any]) -> Applied:
+        answer = await self.call(self.controller, "edit", {"Identifier": mirror.id} | fields, mirror.id)
+        return Applied(self.document(answer))
+
     async def _with_lines(self, mirror: Invoice, action: str, lines: list[dict[str, Any]]) -> Applied:
         answer = await self.call(
             self.line_controller,
@@ -231,27 +256,10 @@ class SalesLedger(_ApiLedger):
             params["TaxCode"] = f"V{line.tax_percentage}"
         return params
 
-    async def apply(self, step: Step, source: Invoice, mirror: Invoice | None, marker: str) -> Applied:
-        if isinstance(step, CreateMirror):
-            return await self._create(source, marker)
-        assert mirror is not None, f"{step} needs a mirror"
+    async def _apply(self, step: Step, source: Invoice, mirror: Invoice, marker: str) -> Applied:
         ident = {"Identifier": mirror.id}
         if isinstance(step, Finalise):
-            answer = await self.call(
-                "invoice", "edit", ident | {"Status": 2, "InvoiceCode": source.code}, mirror.id
-            )
-            return Applied(self.document(answer))
-        if isinstance(step, EditHeader):
-            answer = await self.call(
-                "invoice", "edit", ident | {"Date": step.date, "Term": step.term}, mirror.id
-            )
-            return Applied(self.document(answer))
-        if isinstance(step, AddLines):
-            return await self._with_lines(mirror, "add", [self._line_params(line) for line in step.lines])
-        if isinstance(step, RemoveLines):
-            return await self._with_lines(
-                mirror, "delete", [{"Identifier": line.identifier} for line in step.lines]
-            )
+            return await self._edit(mirror, {"Status": 2, "InvoiceCode": source.code})
         if isinstance(step, Pay):
             params: dict[str, Any] = ident | {"AmountPaid": str(step.amount)}
             if step.pay_date:
@@ -381,23 +389,15 @@ class PurchaseLedger(_ApiLedger):
         super().__init__(client, ids, calls)
         self.creditor = creditor
 
-    async def apply(self, step: Step, source: Invoice, mirror: Invoice | None, marker: str) -> Applied:
-        if isinstance(step, CreateMirror):
-            params = self._document(source, marker) | {"Status": 0 if source.is_draft else 1}
-            answer = await self.call("creditinvoice", "add", params, source.code)
-            return Applied(self.document(answer))
-        assert mirror is not None, f"{step} needs a mirror"
+    async def _create(self, source: Invoice, marker: str) -> Applied:
+        params = self._document(source, marker) | {"Status": 0 if source.is_draft else 1}
+        answer = await self.call("creditinvoice", "add", params, source.code)
+        return Applied(self.document(answer))
+
+    async def _apply(self, step: Step, source: Invoice, mirror: Invoice, marker: str) -> Applied:
         ident = {"Identifier": mirror.id}
         if isinstance(step, Finalise):
             return await self._edit(mirror, {"Status": 1})
-        if isinstance(step, EditHeader):
-            return await self._edit(mirror, {"Date": step.date, "Term": step.term})
-        if isinstance(step, AddLines):
-            return await self._with_lines(mirror, "add", [self._line_params(line) for line in step.lines])
-        if isinstance(step, RemoveLines):
-            return await self._with_lines(
-                mirror, "delete", [{"Identifier": line.identifier} for line in step.lines]
-            )
         if isinstance(step, Pay):
             params = (
                 ident
@@ -430,10 +430,6 @@ class PurchaseLedger(_ApiLedger):
     async def settle_credit(self, credit: Invoice, marker: str, source_credit: Invoice | None) -> Invoice:
         """The purchase credit invoice is made with its marker and number: nothing to settle."""
         return credit
-
-    async def _edit(self, mirror: Invoice, fields: dict[str, Any]) -> Applied:
-        answer = await self.call("creditinvoice", "edit", {"Identifier": mirror.id} | fields, mirror.id)
-        return Applied(self.document(answer))
 
     async def _credit(self, step: Credit, source: Invoice, mirror: Invoice, marker: str) -> Applied:
         _, credit = await self.find(marker)
