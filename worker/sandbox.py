@@ -22,7 +22,7 @@ from tasks.simulator import SimAdministration, run_simulator
 from worker.config import Settings
 from worker.embedded_redis import EmbeddedRedis, free_port
 from worker.runtime import start
-from worker.store import FINAL, EventStore
+from worker.store import FINAL, Event, EventStore
 
 
 async def run_sandbox(*, port: int, data_dir: Path, demo: bool, exit_after_demo: bool) -> int:
@@ -102,35 +102,31 @@ async def _until_signal() -> None:
 
 
 async def _demo(settings: Settings, redis_url: str) -> int:
-    """Create, send and pay an invoice in the simulated HostFact; print every event's outcome."""
-    click.echo("Demo: an invoice is created, sent, part-paid and paid in HostFact...")
-    async with ApiClient(settings.source("hostfact")) as hostfact:
-        debtor = (await hostfact.call("debtor", "add", {"CompanyName": "Company X", "SurName": "Jackson"}))[
-            "debtor"
-        ]
-        lines = [
-            {"Description": "Setupfee", "PriceExcl": "150", "TaxPercentage": "21"},
-            {"Description": "Domain example.com", "PriceExcl": "15", "TaxPercentage": "21"},
-        ]
-        added = await hostfact.call(
-            "invoice", "add", {"DebtorCode": debtor["DebtorCode"], "InvoiceLines": lines}
-        )
-        invoice = added["invoice"]
-        await hostfact.call("invoice", "sendbyemail", {"Identifier": invoice["Identifier"]})
-        await hostfact.call(
-            "invoice", "partpayment", {"Identifier": invoice["Identifier"], "AmountPaid": "5.25"}
-        )
-        await hostfact.call("invoice", "markaspaid", {"Identifier": invoice["Identifier"]})
-
+    """Create, send, part-pay and pay an invoice in the simulated HostFact, one step at a time, and print
+    what factsync did with each hook."""
+    click.echo("Demo: an invoice is created (as a draft), sent, part-paid and paid in HostFact...")
     redis = Redis.from_url(redis_url)
     store = EventStore(redis, dedup_ttl=settings.dedup_ttl, job_expiry_ms=settings.job_expiry_ms)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            events = [e for e in [await store.get(i) for i in await store.ids(newest_first=False)] if e]
-            if (events and all(e.status in FINAL for e in events)) or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.1)
+        async with ApiClient(settings.source("hostfact")) as hostfact:
+            answer = await hostfact.call("debtor", "add", {"CompanyName": "Company X", "SurName": "Jackson"})
+            lines = [
+                {"Description": "Setupfee", "PriceExcl": "150", "TaxPercentage": "21"},
+                {"Description": "Domain example.com", "PriceExcl": "15", "TaxPercentage": "21"},
+            ]
+            added = await hostfact.call(
+                "invoice", "add", {"DebtorCode": answer["debtor"]["DebtorCode"], "InvoiceLines": lines}
+            )
+            invoice = {"Identifier": added["invoice"]["Identifier"]}
+            events = await _settled(store)
+            # Each step waits for the last one's hooks to be handled, so each shows its own sync.
+            for action, params in (
+                ("sendbyemail", invoice),
+                ("partpayment", invoice | {"AmountPaid": "5.25"}),
+                ("markaspaid", invoice),
+            ):
+                await hostfact.call("invoice", action, params)
+                events = await _settled(store)
     finally:
         with contextlib.suppress(Exception):
             await redis.aclose()
@@ -145,3 +141,13 @@ async def _demo(settings: Settings, redis_url: str) -> int:
         f"\n{len(events)} events, {len(failed)} failed{'' if settled else ', some still not settled'}.\n"
     )
     return 0 if settled and not failed else 1
+
+
+async def _settled(store: EventStore, within: float = 30) -> list[Event]:
+    """Every event so far, oldest first, once all are handled (or the time is up)."""
+    deadline = time.monotonic() + within
+    while True:
+        events = [e for e in [await store.get(i) for i in await store.ids(newest_first=False)] if e]
+        if (events and all(e.status in FINAL for e in events)) or time.monotonic() > deadline:
+            return events
+        await asyncio.sleep(0.05)
