@@ -163,7 +163,7 @@ async def _sync_document(ctx: dict[str, Any], route_name: str, document: str) ->
     if claim is None:
         return (
             "stood_down",
-            "another worker holds this document; it will run once more after its current sync",
+            "another job holds this document; one more sync runs when it is done (or its lease runs out)",
         )
     done: list[str] = []
     retrying = ""
