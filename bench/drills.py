@@ -15,8 +15,16 @@ Drills (``--drill``):
   redis    SIGTERM Redis mid-run and start it again; then SIGKILL it (appendfsync always) and start it again
   faults   20 % 5xx, 5 % timeouts, 5 % HTML pages, 2 % lost answers on writes, a burst of 403s
   backlog  --backlog events queued before any worker runs: Redis memory per queued event; time to drain
+  listener-down
+           the listener stops for --down-seconds (Redis and workers keep running) while HostFact keeps firing:
+           every hook the simulated HostFact fires goes through php-cli running deploy/hostfact/hooks.php
+           (tests/php/fire.php), which spools what the listener cannot take; the listener comes back and
+           deploy/hostfact/resend.php sends the spool (as HostFact's cron would), then once more from a copy.
+           Verdict adds: every hook fired is exactly one event (by action+invoice, and every spooled
+           webhook-id exactly once), the spool is empty, the second resend adds nothing.
 
     python bench/drills.py --drill kill --invoices 300
+    python bench/drills.py --drill listener-down --down-seconds 60
 """
 
 from __future__ import annotations
@@ -58,6 +66,7 @@ class Drill:
     redis: Any
     pool: WorkerPool
     api: Any
+    settings: Any = None
     notes: list[str] = field(default_factory=list)
 
     async def redeliver(self) -> int:
@@ -117,10 +126,27 @@ class Drill:
                 self.pool.spawn()
 
     async def verdict(self, within: float = 180) -> dict[str, Any]:
-        from tests.ledgers import mirror_problems, payment_history_problems
-
         await self.sim.drain_hooks()
         redelivered = await self.redeliver()
+        result = await self.settle_and_check(within)
+        acknowledged = [d for d in self.source.hooks_fired if d.delivered]
+        stored_webhooks = set(result.pop("_webhook_ids"))
+        result.pop("_events")
+        lost = [d.webhook_id for d in acknowledged if d.webhook_id not in stored_webhooks]
+        return {
+            "hooks_fired": len(self.source.hooks_fired),
+            "hooks_acknowledged": len(acknowledged),
+            "redelivered_after_run": redelivered,
+            **result,
+            "acknowledged_but_lost": len(lost),
+            "PASS": result["PASS"] and not lost,
+        }
+
+    async def settle_and_check(self, within: float = 180) -> dict[str, Any]:
+        """Wait for the queue to empty, re-enqueue failed events once, then check the event store and the
+        ledgers. "_webhook_ids" (the stored events' webhook-ids, a list) is for the caller to pop."""
+        from tests.ledgers import mirror_problems, payment_history_problems
+
         ok = await self.settled(within)
         failed_first = await self.store.ids("failed", limit=100_000)
         reasons: dict[str, int] = {}
@@ -133,9 +159,6 @@ class Drill:
         ok = await self.settled(within) and ok
         ids = await self.store.ids(limit=1_000_000)
         events = [await self.store.get(i) for i in ids]
-        stored_webhooks = {e.webhook_id for e in events if e}
-        acknowledged = [d for d in self.source.hooks_fired if d.delivered]
-        lost = [d.webhook_id for d in acknowledged if d.webhook_id not in stored_webhooks]
         statuses: dict[str, int] = {}
         no_reason = 0
         for e in events:
@@ -149,15 +172,13 @@ class Drill:
         mirror = mirror_problems(self.source, self.target)
         doubles = payment_history_problems(self.source, self.target, *self.traces)
         return {
-            "hooks_fired": len(self.source.hooks_fired),
-            "hooks_acknowledged": len(acknowledged),
-            "redelivered_after_run": redelivered,
+            "_webhook_ids": [e.webhook_id for e in events if e],
+            "_events": [e for e in events if e],
             "events": len(events),
             "statuses_after_requeue": statuses,
             "failed_before_requeue": len(failed_first),
             "failed_reasons": reasons,
             "settled": ok,
-            "acknowledged_but_lost": len(lost),
             "final_without_reason": no_reason,
             "mirror_problems": mirror[:10],
             "mirror_problem_count": len(mirror),
@@ -165,7 +186,6 @@ class Drill:
             "target_writes": self.target.count_calls(writes_only=True),
             "notes": self.notes,
             "PASS": ok
-            and not lost
             and not no_reason
             and not mirror
             and not doubles
@@ -175,8 +195,16 @@ class Drill:
 
 @contextlib.asynccontextmanager
 async def drill(
-    workdir: Path, *, workers: int = 2, appendfsync: str = "everysec", ban_pause: float = 5, **config: Any
+    workdir: Path,
+    *,
+    workers: int = 2,
+    appendfsync: str = "everysec",
+    ban_pause: float = 5,
+    hooks_url: str | None = None,
+    **config: Any,
 ) -> AsyncIterator[Drill]:
+    """The stack; hooks_url sends the simulated HostFact's hooks elsewhere than the listener. The listener
+    runs in this process as ``Drill.listener``; a drill may stop it and put a new one there."""
     from redis.asyncio import Redis
 
     from tasks.client import ApiClient
@@ -193,7 +221,7 @@ async def drill(
         "hostfact",
         "hostfact",
         SOURCE_KEY,
-        hooks_url=f"http://127.0.0.1:{port}/hooks/hostfact",
+        hooks_url=hooks_url or f"http://127.0.0.1:{port}/hooks/hostfact",
         hook_secret=HOOK_SECRET,
         seed=7,
     )
@@ -215,14 +243,30 @@ async def drill(
             store = EventStore(redis, dedup_ttl=settings.dedup_ttl, job_expiry_ms=settings.job_expiry_ms)
             pool = WorkerPool(cfg, workdir / "workers.log")
             pool.start(workers)
+            d: Drill | None = None
             try:
                 async with ApiClient(settings.source("hostfact")) as api:
-                    yield Drill(
-                        workdir, server, sim, source, target, traces, listener, store, redis, pool, api
+                    d = Drill(
+                        workdir,
+                        server,
+                        sim,
+                        source,
+                        target,
+                        traces,
+                        listener,
+                        store,
+                        redis,
+                        pool,
+                        api,
+                        settings,
                     )
+                    yield d
             finally:
                 pool.stop()
-                await listener.stop()
+                if d is not None:
+                    listener = d.listener
+                if listener is not None:
+                    await listener.stop()
                 await redis.aclose()
     finally:
         server.stop()
@@ -246,7 +290,8 @@ async def workload(d: Drill, invoices: int, users: int, seed: int = 1) -> int:
         nonlocal errors
         for _ in range(20):
             try:
-                return await d.api.call(controller, action, params)
+                answer: dict[str, Any] = await d.api.call(controller, action, params)
+                return answer
             except ApiError as exc:
                 if "concurrent" in str(exc).lower():
                     await asyncio.sleep(0.05)
@@ -346,8 +391,12 @@ async def drill_faults(args: argparse.Namespace, workdir: Path) -> dict[str, Any
         await asyncio.sleep(2)
         plan.inject("ban_403", times=3, seconds=0)
         errors = await work
-        result = await d.verdict(within=args.settle)
+        await d.settled(args.settle)
         faults = {f"{r.kind}": r.hits for r in plan.rules}
+        # As an operator would: mend the target, then re-enqueue what failed (the verdict does that). With
+        # the faults still on, a re-enqueued event could fail again and leave its mirror behind.
+        plan.clear()
+        result = await d.verdict(within=args.settle)
         faulted = sum(1 for c in d.target.calls if c.fault)
         return {
             "drill": "faults",
@@ -399,7 +448,292 @@ async def drill_backlog(args: argparse.Namespace, workdir: Path) -> dict[str, An
         }
 
 
-DRILLS = {"kill": drill_kill, "redis": drill_redis, "faults": drill_faults, "backlog": drill_backlog}
+# -- listener down: HostFact's PHP forwarder spools, resend.php delivers -----------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+FIRE_PHP = ROOT / "tests" / "php" / "fire.php"
+RESEND_PHP = ROOT / "deploy" / "hostfact" / "resend.php"
+PHP_FLAGS = ("-d", "display_errors=stderr", "-d", "error_reporting=-1")
+PHP_COMPLAINTS = ("Warning", "Notice", "Deprecated", "Fatal error", "Parse error")
+
+
+@dataclass
+class PhpHostFact:
+    """HostFact's side of the wire: php-cli running deploy/hostfact/hooks.php (through tests/php/fire.php,
+    which includes it the way HostFact does) and resend.php, configured through the environment."""
+
+    url: str
+    spool: Path
+    fired: int = 0
+    processes: int = 0
+    spool_log_lines: int = 0
+    complaints: list[str] = field(default_factory=list)
+    bad_exits: list[tuple[str, int, str]] = field(default_factory=list)
+
+    def env(self, spool: Path | None = None) -> dict[str, str]:
+        import os
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FACTSYNC_")}
+        return env | {
+            "FACTSYNC_URL": self.url,
+            "FACTSYNC_SECRET": HOOK_SECRET,
+            "FACTSYNC_SPOOL_DIR": str(spool or self.spool),
+        }
+
+    async def php(self, *args: str, spool: Path | None = None) -> tuple[int, str, str]:
+        import shutil
+
+        php = shutil.which("php")
+        if php is None:
+            raise RuntimeError("php-cli is not installed (apt-get install -y php-cli php-curl)")
+        proc = await asyncio.create_subprocess_exec(
+            php,
+            *PHP_FLAGS,
+            *args,
+            env=self.env(spool),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+        self.processes += 1
+        stdout, stderr = out.decode(), err.decode()
+        self.complaints += [line for line in stderr.splitlines() if any(c in line for c in PHP_COMPLAINTS)]
+        return proc.returncode or 0, stdout, stderr
+
+    async def fire(self, hooks: list[tuple[str, dict[str, Any]]]) -> None:
+        """Several hooks in one PHP process, as one HostFact request that fires them."""
+        args = [arg for action, data in hooks for arg in (action, json.dumps(data))]
+        code, stdout, stderr = await self.php(str(FIRE_PHP), *args)
+        self.fired += len(hooks)
+        self.spool_log_lines += stderr.count("spooled for resend.php")
+        if code != 0 or stdout:
+            self.bad_exits.append(("fire", code, (stdout + stderr)[:300]))
+
+    async def resend(self, spool: Path | None = None) -> dict[str, Any]:
+        import re
+
+        started = time.monotonic()
+        code, stdout, stderr = await self.php(str(RESEND_PHP), spool=spool)
+        found = re.search(r"sent (\d+), kept (\d+), dropped (\d+)", stdout + stderr)
+        sent, kept, dropped = (int(x) for x in found.groups()) if found else (0, 0, 0)
+        if not found:
+            self.bad_exits.append(("resend", code, (stdout + stderr)[:300]))
+        return {
+            "exit": code,
+            "sent": sent,
+            "kept": kept,
+            "dropped": dropped,
+            "seconds": round(time.monotonic() - started, 2),
+        }
+
+    def spooled_ids(self, spool: Path | None = None) -> list[str]:
+        folder = spool or self.spool
+        if not folder.exists():
+            return []
+        return [p.name.split("-", 1)[1].removesuffix(".json") for p in sorted(folder.glob("*.json"))]
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def paced_workload(d: Drill, stop: asyncio.Event, per_second: float, seed: int = 1) -> dict[str, int]:
+    """HostFact users at a steady pace: an invoice every 1/per_second s (made, 1-2 part payments, half
+    marked paid, a tenth credited), until ``stop``; waits for the invoices under way."""
+    from tasks.errors import ApiError
+
+    rng = random.Random(seed)
+    counts = {"invoices": 0, "api_errors": 0}
+    debtors = [
+        (await d.api.call("debtor", "add", {"CompanyName": f"Down {i}"}))["debtor"]["DebtorCode"]
+        for i in range(5)
+    ]
+
+    async def call(controller: str, action: str, params: dict[str, Any]) -> dict[str, Any] | None:
+        for _ in range(40):
+            try:
+                answer: dict[str, Any] = await d.api.call(controller, action, params)
+                return answer
+            except ApiError as exc:
+                if "concurrent" in str(exc).lower():
+                    await asyncio.sleep(0.05)
+                    continue
+                break
+        counts["api_errors"] += 1
+        return None
+
+    async def one(i: int, parts: int, roll: float) -> None:
+        made = await call(
+            "invoice", "add", {"DebtorCode": debtors[i % len(debtors)], "InvoiceLines": LINES, "Status": 2}
+        )
+        if not made:
+            return
+        counts["invoices"] += 1
+        ident = made["invoice"]["Identifier"]
+        for _ in range(parts):
+            await asyncio.sleep(0.1)
+            await call(
+                "invoice", "partpayment", {"Identifier": ident, "AmountPaid": f"{rng.randint(1, 9)}.25"}
+            )
+        if roll < 0.5:
+            await call("invoice", "markaspaid", {"Identifier": ident})
+        elif roll < 0.6:
+            await call("invoice", "credit", {"Identifier": ident})
+
+    tasks = []
+    i = 0
+    while not stop.is_set():
+        tasks.append(asyncio.create_task(one(i, rng.randint(1, 2), rng.random())))
+        i += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=1 / per_second)
+    await asyncio.gather(*tasks)
+    return counts
+
+
+async def drill_listener_down(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """The listener stops (Redis and workers keep running) while HostFact keeps firing hooks through php-cli
+    running hooks.php: they go to the spool; the listener comes back; resend.php (as cron) sends them."""
+    import shutil
+    from collections import Counter
+
+    from worker.runtime import start
+
+    # The simulated HostFact's own deliveries go nowhere (a closed port): its hook log is only where this
+    # drill reads each hook's action and params from, to fire them through hooks.php.
+    async with drill(
+        workdir, workers=args.workers, hooks_url=f"http://127.0.0.1:{_closed_port()}/hooks/hostfact"
+    ) as d:
+        php = PhpHostFact(f"http://127.0.0.1:{d.settings.listen_port}/hooks/hostfact", workdir / "spool")
+        stop_work, stop_pump = asyncio.Event(), asyncio.Event()
+        phase = {"name": "up"}
+        fired_by_phase: Counter[str] = Counter()
+
+        async def pump() -> None:
+            """Every hook the simulated HostFact fires, through hooks.php, in order, a few per PHP process."""
+            n = 0
+            while True:
+                batch = d.source.hooks_fired[n : n + args.hooks_per_request]
+                if batch:
+                    n += len(batch)
+                    fired_by_phase[phase["name"]] += len(batch)
+                    await php.fire([(h.action, json.loads(h.body)["data"]) for h in batch])
+                elif stop_pump.is_set():
+                    return
+                else:
+                    await asyncio.sleep(0.02)
+
+        pumping = asyncio.create_task(pump())
+        work = asyncio.create_task(paced_workload(d, stop_work, args.invoice_rate))
+        await asyncio.sleep(args.up_seconds)
+
+        phase["name"] = "down"
+        await d.listener.stop()
+        d.listener = None
+        down_at = time.monotonic()
+        await asyncio.sleep(args.down_seconds)
+        spooled_while_down = len(php.spooled_ids())
+
+        d.listener = await start(d.settings, d.redis_server.url, listen=True, work=False)
+        up_at = time.monotonic()
+        phase["name"] = "up again"
+        # The next cron tick comes while HostFact goes on firing (hooks.php now delivers them itself).
+        await asyncio.sleep(min(1.0, args.up_seconds))
+        again = workdir / "spool-copy"
+        shutil.copytree(php.spool, again)
+        spooled_ids = php.spooled_ids()
+        resends = [await php.resend()]
+        await asyncio.sleep(args.up_seconds)
+        stop_work.set()
+        counts = await work
+        stop_pump.set()
+        await pumping
+        # More cron ticks until the spool is empty (a hook spooled late, or a run that stopped at a failure).
+        for _ in range(10):
+            if not php.spooled_ids():
+                break
+            spooled_ids += [i for i in php.spooled_ids() if i not in spooled_ids]
+            resends.append(await php.resend())
+            await asyncio.sleep(0.5)
+        resend_done = time.monotonic()
+        events_before_copy = await d.store.count()
+        # A resend of what was spooled, once more (a second copy of the spool, or a run that sent a file and
+        # died before deleting it): every webhook-id is known to the listener; nothing may double.
+        duplicate_resend = await php.resend(spool=again)
+        events_after_copy = await d.store.count()
+
+        drained = await d.settled(args.settle)
+        drain_s = time.monotonic() - up_at
+        result = await d.settle_and_check(args.settle)
+        events = result.pop("_events")
+        webhook_ids = result.pop("_webhook_ids")
+
+        fired = d.source.hooks_fired
+        fired_keys = Counter((h.action, str(json.loads(h.body)["data"].get("id"))) for h in fired)
+        event_keys = Counter((e.action, str(e.payload.get("id"))) for e in events)
+        id_counts = Counter(webhook_ids)
+        spooled_not_once = [i for i in spooled_ids if id_counts[i] != 1]
+        lost = fired_keys - event_keys
+        doubled = event_keys - fired_keys
+        hooks = {
+            "hooks_fired_through_hooks_php": php.fired,
+            "hooks_fired_by_phase": dict(fired_by_phase),
+            "php_processes": php.processes,
+            "spooled_while_down": spooled_while_down,
+            "spooled_total": len(spooled_ids),
+            "spool_log_lines": php.spool_log_lines,
+            "resend_runs": resends,
+            "resent": sum(r["sent"] for r in resends),
+            "duplicate_resend_of_spool_copy": duplicate_resend,
+            "events_before_after_duplicate_resend": [events_before_copy, events_after_copy],
+            "spool_left": len(php.spooled_ids()),
+            "events_lost_vs_hooks": sum(lost.values()),
+            "events_doubled_vs_hooks": sum(doubled.values()),
+            "duplicate_webhook_ids": sum(c - 1 for c in id_counts.values() if c > 1),
+            "spooled_ids_not_exactly_once": len(spooled_not_once),
+            "php_complaints": php.complaints[:5],
+            "php_bad_exits": php.bad_exits[:5],
+            "listener_down_s": round(up_at - down_at, 1),
+            "resend_done_after_restart_s": round(resend_done - up_at, 1),
+            "drained_after_restart_s": round(drain_s, 1),
+            "drained": drained,
+        }
+        ok = (
+            result["PASS"]
+            and drained
+            and php.fired == len(fired) == result["events"]
+            and not lost
+            and not doubled
+            and not spooled_not_once
+            and hooks["duplicate_webhook_ids"] == 0
+            and spooled_while_down > 0
+            and hooks["spool_left"] == 0
+            and events_after_copy == events_before_copy
+            and duplicate_resend["sent"] == len(spooled_ids)
+            and not php.complaints
+            and not php.bad_exits
+        )
+        return {
+            "drill": "listener-down",
+            "invoices": counts["invoices"],
+            "workload_api_errors": counts["api_errors"],
+            **hooks,
+            **result,
+            "PASS": ok,
+        }
+
+
+DRILLS = {
+    "kill": drill_kill,
+    "redis": drill_redis,
+    "faults": drill_faults,
+    "backlog": drill_backlog,
+    "listener-down": drill_listener_down,
+}
 
 
 async def amain(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -420,7 +754,9 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--drill", default="all", help="kill, redis, faults, backlog, comma-separated, or all"
+        "--drill",
+        default="all",
+        help="kill, redis, faults, backlog, listener-down, comma-separated, or all",
     )
     parser.add_argument(
         "--invoices", type=int, default=300, help="invoices in the workload (~3.5 events each)"
@@ -434,6 +770,18 @@ def main() -> int:
     )
     parser.add_argument("--redis-down", type=float, default=1.0, help="seconds Redis stays down")
     parser.add_argument("--backlog", type=int, default=20_000, help="queued events for the backlog drill")
+    parser.add_argument(
+        "--down-seconds", type=float, default=20.0, help="listener-down: seconds the listener stays down"
+    )
+    parser.add_argument(
+        "--up-seconds", type=float, default=3.0, help="listener-down: seconds of firing before and after"
+    )
+    parser.add_argument(
+        "--invoice-rate", type=float, default=2.0, help="listener-down: invoices made per second (~3.5 hooks)"
+    )
+    parser.add_argument(
+        "--hooks-per-request", type=int, default=4, help="listener-down: hooks per php-cli process at most"
+    )
     parser.add_argument("--settle", type=float, default=240.0, help="seconds allowed to settle")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()

@@ -4,6 +4,9 @@
   lost, nothing booked twice.
 - Redis SIGKILLed with appendfsync always: every hook the listener acknowledged is still there after the
   restart.
+- The listener down for a few seconds while HostFact fires hooks through php-cli running hooks.php: they are
+  spooled, resend.php delivers them (twice: the second time adds nothing); every hook is exactly one event,
+  target = source, nothing booked twice.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.drills import drill, drill_faults
+from bench.drills import drill, drill_faults, drill_listener_down
 from tests.conftest import hook_body
 from worker import keys
 from worker.embedded_redis import EmbeddedRedis
@@ -32,6 +35,16 @@ async def test_api_faults_drill_ends_with_target_equal_to_source(tmp_path: Path)
     result = await drill_faults(_args(), tmp_path)
     assert result["PASS"], json.dumps(result, indent=1, default=str)
     assert result["faulted_target_calls"] > 0
+
+
+async def test_listener_down_drill_spools_in_php_and_resend_delivers_each_hook_once(tmp_path: Path) -> None:
+    args = _args(
+        workers=2, down_seconds=3.0, up_seconds=1.5, invoice_rate=2.0, hooks_per_request=4, settle=30.0
+    )
+    result = await drill_listener_down(args, tmp_path)
+    assert result["PASS"], json.dumps(result, indent=1, default=str)
+    assert result["spooled_total"] > 0 and result["resent"] == result["spooled_total"]
+    assert result["events"] == result["hooks_fired_through_hooks_php"]
 
 
 async def test_redis_sigkill_with_appendfsync_always_keeps_every_acknowledged_hook(tmp_path: Path) -> None:
