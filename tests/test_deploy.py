@@ -142,19 +142,6 @@ def test_compose_commands_healthchecks_and_variables(compose: dict[str, Any]) ->
     assert "container_name" not in worker and "ports" not in worker
 
 
-def test_docker_compose_config_accepts_the_file_when_docker_compose_is_here() -> None:
-    docker = shutil.which("docker")
-    if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode:
-        pytest.skip("no `docker compose` here")
-    result = subprocess.run(
-        [docker, "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "--quiet"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stderr
-
-
 def test_the_dockerfile_is_slim_non_root_and_runs_factsync() -> None:
     lines = [
         line.strip()
