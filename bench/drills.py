@@ -265,6 +265,8 @@ async def drill(
                 pool.stop()
                 if d is not None:
                     listener = d.listener
+                    # A drill that restarted Redis holds the new server; that is the one to stop.
+                    server = d.redis_server
                 if listener is not None:
                     await listener.stop()
                 await redis.aclose()
