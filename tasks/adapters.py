@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from decimal import Decimal
 from typing import Any, Final
 
 from tasks.client import ApiClient
 from tasks.errors import ApiError, PermanentError, TransientError
-from tasks.invoice import ZERO, Invoice, Line, Status, money, number
-from tasks.ledger import Applied, IdMap
+from tasks.invoice import ZERO, Invoice, Line, Status, cents, money, number, percentage, quantity
+from tasks.ledger import Applied, IdMap, Ledger
+from tasks.model import Route
 from tasks.plan import (
     AddLines,
     CreateMirror,
@@ -60,21 +62,38 @@ DEBTOR_FIELDS: Final = (
 )
 # WeFact's payment methods; a HostFact method outside these is booked as a bank transfer.
 WEFACT_PAYMENT_METHODS: Final = frozenset({"wire", "auth", "ideal", "paypal", "cash", "other"})
-_NOT_FOUND: Final = ("invalid identifier",)
+# What keeps a mirror inert (invariant 9). Authorisation "no": HostFact puts a Status 2/3 invoice whose
+# Authorisation is "yes" (copied from the debtor's InvoiceAuthorisation when not given) in the next SEPA
+# direct-debit batch (invoice_api_controller::add_api_action, invoice::addInvoiceToSDDBatch): the customer
+# would be collected twice. IgnoreDiscount "yes": invoice::add/edit skip discount::check, which may raise the
+# discount or insert discount lines. No InvoiceMethod or sending: `add` never mails, only sendbyemail does.
+INERT_INVOICE: Final = {"Authorisation": "no", "IgnoreDiscount": "yes"}
+# A debtor factsync creates: VAT exactly as the mirror's lines say ("yes": config.php::btwcheck returns the
+# line's own rate instead of the target's tax rules, which the source already applied), no direct debit.
+INERT_DEBTOR: Final = {"Taxable": "yes", "InvoiceAuthorisation": "no"}
+
+
+def parse_line(line: Mapping[str, Any]) -> Line:
+    """A line of a sales or purchase invoice (purchase lines have no discount or periods)."""
+    # A line is a subscription line when it has a period unit; HostFact stores Periods 1 on any other
+    # (invoice_api_controller::_updateInvoiceLines), so only then do its Periods count.
+    unit = str(line.get("Periodic") or "")
+    return Line(
+        description=str(line.get("Description", "")),
+        quantity=quantity(line.get("Number", "1")),
+        price_excl=number(line.get("PriceExcl", "0")),
+        tax_percentage=percentage(line.get("TaxPercentage", "0")),
+        discount_percentage=percentage(line.get("DiscountPercentage", "0")),
+        periods=int(number(line.get("Periods") or 1)) if unit else 1,
+        period_unit=unit,
+        # WeFact prints both StartPeriod and StartDate (its input for a period's start).
+        start_period=str(line.get("StartPeriod") or line.get("StartDate") or "")[:10] if unit else "",
+        identifier=str(line.get("Identifier", "")),
+    )
 
 
 def parse_invoice(row: Mapping[str, Any], statuses: Mapping[int, Status], party_key: str) -> Invoice:
-    lines = tuple(
-        Line(
-            description=str(line.get("Description", "")),
-            quantity=number(line.get("Number", "1")),
-            price_excl=number(line.get("PriceExcl", "0")),
-            tax_percentage=number(line.get("TaxPercentage", "0")),
-            discount_percentage=number(line.get("DiscountPercentage", "0")),
-            identifier=str(line.get("Identifier", "")),
-        )
-        for line in row.get("InvoiceLines") or []
-    )
+    lines = tuple(parse_line(line) for line in row.get("InvoiceLines") or [])
     code = str(row.get("InvoiceCode", ""))
     return Invoice(
         id=str(row["Identifier"]),
@@ -89,6 +108,8 @@ def parse_invoice(row: Mapping[str, Any], statuses: Mapping[int, Status], party_
         pay_date=str(row.get("PayDate") or "")[:10],
         payment_method=str(row.get("PaymentMethod") or ""),
         reference=str(row.get("ReferenceNumber") or ""),
+        discount=percentage(row.get("Discount") or 0),
+        vat_calc_method="incl" if row.get("VatCalcMethod") == "incl" else "excl",
     )
 
 
@@ -130,15 +151,25 @@ async def read_sales_invoice(client: ApiClient, identifier: int | str) -> Invoic
     )
 
 
-def _is_not_found(exc: PermanentError) -> bool:
-    return any(text in message.lower() for message in exc.errors for text in _NOT_FOUND)
+def _exact(rows: object, key: str, value: str) -> list[Mapping[str, Any]]:
+    """The rows of a list answer whose ``key`` is exactly ``value``: the API's search is a substring match
+    (LIKE %x%, api_controller::getFilterValues), so "F1" also finds "F10"."""
+    if not isinstance(rows, list):
+        return []
+    return [row for row in rows if isinstance(row, Mapping) and str(row.get(key, "")) == value]
 
 
 class _ApiLedger:
-    """What both adapters share: reading by id or marker, and a journal of the calls made."""
+    """What both adapters share: reading by id or marker, and a journal of the calls made.
+
+    Nothing here decides on an error's text: HostFact and WeFact word them in the administration's language.
+    Whether a document is gone or a number taken is asked of the API with a list search.
+    """
 
     controller: str
     line_controller: str
+    # The target's own number of a document: what `add` refuses when it is taken.
+    number_key: str
     statuses: Mapping[int, Status]
     party_key: str
     paid_keeps_amount: bool
@@ -165,20 +196,34 @@ class _ApiLedger:
         """The document an answer carries under the controller's key."""
         return self.guarded(answer.get(self.controller))
 
-    async def read(self, identifier: str) -> Invoice | None:
-        try:
-            answer = await self.call(self.controller, "show", {"Identifier": identifier}, identifier)
-        except PermanentError as exc:
-            if _is_not_found(exc):
-                return None
-            raise
+    def represent(self, source: Invoice) -> Invoice:
+        """The source as this ledger's documents can hold it: what the mirror must equal."""
+        return source
+
+    async def read(self, identifier: str) -> Invoice:
+        answer = await self.call(self.controller, "show", {"Identifier": identifier}, identifier)
         return self.document(answer)
+
+    async def locate(self, known: str | None, marker: str) -> tuple[Invoice | None, Invoice | None]:
+        """The mirror by its remembered id when that still carries ``marker``, else by the marker; and the
+        credit invoice made from it, when the marker search found one."""
+        if known:
+            try:
+                mirror: Invoice | None = await self.read(known)
+            except PermanentError:
+                # Gone, or never ours: the marker search tells which without reading the message, and
+                # raises in turn when the API refuses every call (a wrong key, a closed API).
+                mirror = None
+            if mirror is not None and mirror.reference == marker:
+                return mirror, None
+        return await self.find(marker)
 
     async def find(self, marker: str) -> tuple[Invoice | None, Invoice | None]:
         answer = await self.call(
             self.controller, "list", {"searchat": "ReferenceNumber", "searchfor": marker}, f"marker {marker}"
         )
-        # List rows may leave ReferenceNumber out; the bracketed marker makes every hit an exact one.
+        # List rows leave ReferenceNumber out (invoice_api_controller::list_api_action); the bracketed
+        # marker makes every hit an exact one.
         rows = [
             row
             for row in answer.get(self.controller + "s") or []
@@ -191,16 +236,26 @@ class _ApiLedger:
         mirror = await self.read(listed.id) if listed else None
         return mirror, credit
 
+    async def holder(self, number: str) -> Invoice | None:
+        """The document that holds ``number`` in the target, if any (read whole, for its marker)."""
+        answer = await self.call(
+            self.controller, "list", {"searchat": self.number_key, "searchfor": number}, f"number {number}"
+        )
+        rows = _exact(answer.get(self.controller + "s"), self.number_key, number)
+        return await self.read(str(rows[0]["Identifier"])) if rows else None
+
     def _line_params(self, line: Line) -> dict[str, Any]:
-        params: dict[str, Any] = {
+        # The fields a purchase line has (creditinvoice_api_controller: Identifier, Number, Description,
+        # PriceExcl, TaxPercentage); the sales ledger adds its own.
+        return {
             "Description": line.description,
             "Number": str(line.quantity),
             "PriceExcl": str(line.price_excl),
             "TaxPercentage": str(line.tax_percentage),
         }
-        if line.discount_percentage:
-            params["DiscountPercentage"] = str(line.discount_percentage)
-        return params
+
+    def _header(self, source: Invoice) -> dict[str, Any]:
+        return {"Date": source.date, "Term": source.term}
 
     async def apply(self, step: Step, source: Invoice, mirror: Invoice | None, marker: str) -> Applied:
         """The steps both ledgers take alike are here; the rest is each ledger's own (`_apply`)."""
@@ -208,7 +263,7 @@ class _ApiLedger:
             return await self._create(source, marker)
         assert mirror is not None, f"{step} needs a mirror"
         if isinstance(step, EditHeader):
-            return await self._edit(mirror, {"Date": step.date, "Term": step.term})
+            return await self._edit(mirror, self._header(source))
         if isinstance(step, AddLines):
             return await self._with_lines(mirror, "add", [self._line_params(line) for line in step.lines])
         if isinstance(step, RemoveLines):
@@ -236,6 +291,31 @@ class _ApiLedger:
         )
         return Applied(self.document(answer))
 
+    async def _add(self, params: dict[str, Any], source: Invoice, marker: str) -> Applied:
+        """`add` the mirror; when the target refuses, find out whether its number is taken, and by whom."""
+        try:
+            answer = await self.call(self.controller, "add", params, source.code)
+        except PermanentError as refused:
+            number = params.get(self.number_key)
+            holder = await self.holder(number) if number else None
+            if holder is None:
+                raise
+            raise self._number_taken(holder, refused) from refused
+        return Applied(self.document(answer))
+
+    def _number_taken(self, holder: Invoice, refused: PermanentError) -> ApiError:
+        if holder.status is Status.CREDIT and holder.reference.startswith("[factsync:"):
+            # A credit invoice the target numbered itself, until its own sync renumbers it.
+            return TransientError(
+                f"{holder.code} is held by a credit invoice factsync made; it gets its source number shortly",
+                exchange=refused.exchange,
+            )
+        return PermanentError(
+            f"number {holder.code} is already used in {self.name} by a document factsync did not make "
+            f"(id {holder.id}); the target refused: {'; '.join(refused.errors)}",
+            exchange=refused.exchange,
+        )
+
 
 class SalesLedger(_ApiLedger):
     """Mirrors of sales invoices (controller `invoice`) in a WeFact or HostFact target."""
@@ -245,16 +325,34 @@ class SalesLedger(_ApiLedger):
 
     controller = "invoice"
     line_controller = "invoiceline"
+    number_key = "InvoiceCode"
     statuses = SALES_STATUSES
     party_key = "DebtorCode"
     paid_keeps_amount = True
 
     def _line_params(self, line: Line) -> dict[str, Any]:
         params = super()._line_params(line)
+        if line.discount_percentage:
+            params["DiscountPercentage"] = str(line.discount_percentage)
+        if line.periodic:
+            # Periods count only with PeriodicType "period"; without StartPeriod the target takes today.
+            start = "StartDate" if self.client.dialect == "wefact" else "StartPeriod"
+            params |= {
+                "PeriodicType": "period",
+                "Periods": line.periods,
+                "Periodic": line.period_unit,
+                start: line.start_period,
+            }
         if self.client.dialect == "wefact":
             # WeFact takes a line's VAT by code; its default codes are V<percentage>.
             params["TaxCode"] = f"V{line.tax_percentage}"
         return params
+
+    def _header(self, source: Invoice) -> dict[str, Any]:
+        return super()._header(source) | {
+            "Discount": str(source.discount),
+            "VatCalcMethod": source.vat_calc_method,
+        }
 
     async def _apply(self, step: Step, source: Invoice, mirror: Invoice, marker: str) -> Applied:
         ident = {"Identifier": mirror.id}
@@ -288,45 +386,14 @@ class SalesLedger(_ApiLedger):
         params = {
             "DebtorCode": debtor,
             "InvoiceCode": source.code,
-            "Date": source.date,
-            "Term": source.term,
+            **self._header(source),
             # A mirror is never sent to the debtor by the target: it starts as sent (2), or as a draft.
             "Status": 0 if source.is_draft else 2,
             "ReferenceNumber": marker,
+            **INERT_INVOICE,
             "InvoiceLines": [self._line_params(line) for line in source.lines],
         }
-        try:
-            answer = await self.call("invoice", "add", params, source.code)
-        except PermanentError as exc:
-            if not any("invoice number" in message.lower() for message in exc.errors):
-                raise
-            raise await self._number_taken(source.code, exc) from exc
-        return Applied(self.document(answer))
-
-    async def _number_taken(self, code: str, refused: PermanentError) -> ApiError:
-        """Why the target refused the source's number, and whether waiting can help."""
-        holder = await self.read_code(code)
-        if holder is None:
-            return TransientError(f"{code} was taken a moment ago and is free now", exchange=refused.exchange)
-        if holder.status is Status.CREDIT and holder.reference.startswith("[factsync:"):
-            # A credit invoice the target numbered itself, until its own sync renumbers it.
-            return TransientError(
-                f"{code} is held by a credit invoice factsync made; it gets its source number shortly",
-                exchange=refused.exchange,
-            )
-        return PermanentError(
-            f"number {code} is already used in {self.name} by a document factsync did not make",
-            exchange=refused.exchange,
-        )
-
-    async def read_code(self, code: str) -> Invoice | None:
-        try:
-            answer = await self.call("invoice", "show", {"InvoiceCode": code}, code)
-        except PermanentError as exc:
-            if _is_not_found(exc):
-                return None
-            raise
-        return self.document(answer)
+        return await self._add(params, source, marker)
 
     async def settle_credit(self, credit: Invoice, marker: str, source_credit: Invoice | None) -> Invoice:
         """Give the credit invoice the target made its original's marker and the source credit's number."""
@@ -341,10 +408,13 @@ class SalesLedger(_ApiLedger):
         try:
             answer = await self.call("invoice", "edit", {"Identifier": credit.id} | changes, credit.code)
         except PermanentError as exc:
-            if "InvoiceCode" in changes and any("already used" in message for message in exc.errors):
+            holder = await self.holder(changes["InvoiceCode"]) if "InvoiceCode" in changes else None
+            if holder is not None and holder.id != credit.id:
                 # Another credit invoice the target numbered holds it until its own sync renumbers it.
                 raise TransientError(
-                    f"{changes['InvoiceCode']} is still held in {self.name}", exchange=exc.exchange
+                    f"{changes['InvoiceCode']} is still held in {self.name} by {holder.code} "
+                    f"(id {holder.id})",
+                    exchange=exc.exchange,
                 ) from exc
             raise
         return self.document(answer)
@@ -356,8 +426,9 @@ class SalesLedger(_ApiLedger):
             return known
         if not await self._debtor_exists(source.party):
             fields = {key: value for key, value in source.party_details.items() if key in DEBTOR_FIELDS}
+            params = {"DebtorCode": source.party, **fields, **INERT_DEBTOR}
             try:
-                await self.call("debtor", "add", {"DebtorCode": source.party, **fields}, source.party)
+                await self.call("debtor", "add", params, source.party)
             except PermanentError:
                 # Syncs of two invoices of one new debtor race to create it; the loser finds it made.
                 if not await self._debtor_exists(source.party):
@@ -366,13 +437,13 @@ class SalesLedger(_ApiLedger):
         return source.party
 
     async def _debtor_exists(self, code: str) -> bool:
-        try:
-            await self.call("debtor", "show", {"DebtorCode": code}, code)
-        except PermanentError as exc:
-            if _is_not_found(exc):
-                return False
-            raise
-        return True
+        # By list and an exact match: `debtor show` of a missing code answers only a message, worded
+        # "Unknown client number" or "Invalid identifier for debtor" by path and in the target's language
+        # (api_controller::_get_debtor_id).
+        answer = await self.call(
+            "debtor", "list", {"searchat": "DebtorCode", "searchfor": code}, f"debtor {code}"
+        )
+        return bool(_exact(answer.get("debtors"), "DebtorCode", code))
 
 
 class PurchaseLedger(_ApiLedger):
@@ -380,6 +451,9 @@ class PurchaseLedger(_ApiLedger):
 
     controller = "creditinvoice"
     line_controller = "creditinvoiceline"
+    # Our own number in the target is CreditInvoiceCode, which the target hands out; the supplier's number
+    # (the source's InvoiceCode) must be unique per creditor.
+    number_key = "InvoiceCode"
     statuses = PURCHASE_STATUSES
     party_key = "CreditorCode"
     # HostFact's creditinvoice markaspaid sets AmountPaid to 0: a paid one's amount says nothing.
@@ -389,10 +463,39 @@ class PurchaseLedger(_ApiLedger):
         super().__init__(client, ids, calls)
         self.creditor = creditor
 
+    def represent(self, source: Invoice) -> Invoice:
+        """Purchase lines hold a number, a description, a price and a VAT rate, nothing more
+        (creditinvoice_api_controller): periods fold into the price, and discounts (the line's and the
+        invoice's) become lines of their own with the amounts HostFact computes
+        (functions.php::getLineAmount, calculateFinancialTotals), so the totals stay the source's."""
+        lines: list[Line] = []
+        for line in source.lines:
+            lines.append(
+                Line(
+                    line.description,
+                    line.quantity,
+                    number(line.price_excl * line.periods),
+                    line.tax_percentage,
+                )
+            )
+            if line.discount_percentage:
+                gross = line.price_excl * line.periods * line.quantity
+                off = -cents(gross * line.discount_percentage / 100)
+                what = f"Korting {line.discount_percentage}% op {line.description}"
+                lines.append(Line(what, Decimal(1), number(off), line.tax_percentage))
+        if source.discount:
+            per_rate: dict[Decimal, Decimal] = {}
+            for line in source.lines:
+                per_rate[line.tax_percentage] = per_rate.get(line.tax_percentage, ZERO) + line.amount_excl()
+            for rate, subtotal in per_rate.items():
+                off = cents(subtotal - subtotal * source.discount / 100) - subtotal
+                if off:
+                    lines.append(Line(f"Korting {source.discount}%", Decimal(1), number(off), rate))
+        return replace(source, lines=tuple(lines), discount=ZERO, vat_calc_method="excl")
+
     async def _create(self, source: Invoice, marker: str) -> Applied:
         params = self._document(source, marker) | {"Status": 0 if source.is_draft else 1}
-        answer = await self.call("creditinvoice", "add", params, source.code)
-        return Applied(self.document(answer))
+        return await self._add(params, source, marker)
 
     async def _apply(self, step: Step, source: Invoice, mirror: Invoice, marker: str) -> Applied:
         ident = {"Identifier": mirror.id}
@@ -447,3 +550,11 @@ class PurchaseLedger(_ApiLedger):
             return Applied(cancelled.mirror, credit)
         # WeFact purchase invoices have no cancelled status: the credit invoice offsets the original.
         return Applied(replace(mirror, status=Status.CANCELLED), credit, fresh=False)
+
+
+def ledger_for(route: Route, client: ApiClient, ids: IdMap, calls: list[str], party: str) -> Ledger:
+    """The adapter for ``route``'s target; ``party`` is the source invoice's debtor (a purchase route
+    books it for the creditor mapped to that debtor)."""
+    if route.ledger == "purchase":
+        return PurchaseLedger(client, ids, calls, creditor=route.creditors[party])
+    return SalesLedger(client, ids, calls)

@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 from multidict import CIMultiDictProxy
+from yarl import URL
 
 from tasks.errors import ApiError, BannedError, PermanentError, RateLimited, TransientError
 from tasks.model import Administration
@@ -36,8 +37,6 @@ _RESERVED: Final = frozenset({"api_key", "controller", "action"})
 # Param names whose values never leave the process in an exchange or a log line.
 _SECRET_NAMES: Final = frozenset({"api_key", "apikey", "password", "secret", "token"})
 
-# HostFact's API lock (§1.1): another call held it for 5 s. The same call later will most likely pass.
-_TRANSIENT_MESSAGES: Final = ("api has concurrent calls",)
 
 # The singular `code` parameter of `show` per controller; HostFact falls back to the lowercase key otherwise.
 _CODE_PARAMS: Final = {
@@ -58,10 +57,23 @@ class DialectTraits:
     rate_limit_headers: bool
     # WeFact answers a rate-limit breach with HTTP 403, an IP firewall ban; retrying only prolongs it.
     bans_with_403: bool
+    # The language asked for in the URL's query: HostFact answers in Dutch unless ``?language=en_EN``
+    # (Pro/config.php), and its en_EN texts are public (Pro/includes/language/en_EN/en_EN.php). WeFact
+    # documents no such parameter; nothing factsync decides hangs on a WeFact message.
+    language: str | None = None
+    # Error texts (in ``language``) that mean "the same call later will most likely pass": HostFact's API
+    # lock, held by another write for 5 s (hostfactapi.class.php::checkLogin, en_EN
+    # "api too many concurrent calls"). Matched at the start of a message.
+    transient_messages: tuple[str, ...] = ()
 
 
 DIALECTS: Final[Mapping[Dialect, DialectTraits]] = {
-    "hostfact": DialectTraits(rate_limit_headers=False, bans_with_403=False),
+    "hostfact": DialectTraits(
+        rate_limit_headers=False,
+        bans_with_403=False,
+        language="en_EN",
+        transient_messages=("API has concurrent calls, but the queue was not able to fix them",),
+    ),
     "wefact": DialectTraits(rate_limit_headers=True, bans_with_403=True),
 }
 
@@ -158,7 +170,8 @@ class ApiClient:
         self._session = session
         self._owns_session = session is None
         self._throttle = throttle
-        self._url = str(admin.api_url)
+        url = URL(str(admin.api_url))
+        self._url = url if self.traits.language is None else url.update_query(language=self.traits.language)
         # Per request rather than per session, so a shared session still honours this administration's limits.
         self._timeout = aiohttp.ClientTimeout(connect=admin.connect_timeout, total=admin.total_timeout)
 
@@ -423,7 +436,7 @@ class ApiClient:
         errors = [self._scrub(message) for message in errors]
         joined = "; ".join(errors)
         exchange["error"] = joined
-        if any(marker in message.lower() for message in errors for marker in _TRANSIENT_MESSAGES):
+        if any(message.startswith(self.traits.transient_messages) for message in errors):
             raise TransientError(self._message(controller, action, joined), exchange=exchange)
         raise PermanentError(self._message(controller, action, joined), errors=errors, exchange=exchange)
 

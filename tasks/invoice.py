@@ -8,11 +8,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from enum import Enum
 
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
+
+
+def cents(value: Decimal) -> Decimal:
+    """Round to cents as PHP's round() does: half away from zero."""
+    return value.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
 class Status(Enum):
@@ -31,9 +36,28 @@ def money(value: object) -> Decimal:
 
 
 def number(value: object) -> Decimal:
-    """A quantity, price or percentage, normalised so "150", "150.00" and 150.0 compare equal."""
+    """A quantity or price, normalised so "150", "150.00" and 150.0 compare equal."""
     text = str(value).strip() if value is not None else ""
     return Decimal(text or "0").normalize() + Decimal(0)
+
+
+# HostFact keeps percentages as FLOAT fractions and prints them times 100, so 7 % reads back as
+# 7.000000000000001 (invoice_api_controller::_show_invoice); it rounds the fraction to 4 places wherever it
+# computes with one (functions.php::getLineAmount, invoice::add), so hundredths of a percent are all there is.
+_PERCENT = Decimal("0.01")
+# Number is a FLOAT column too (installation.sql HostFact_InvoiceElements): six places keep every real
+# quantity and drop the float's noise.
+_QUANTITY = Decimal("0.000001")
+
+
+def percentage(value: object) -> Decimal:
+    """A VAT or discount percentage (0-100) from an answer, rid of PHP's float noise."""
+    return number(number(value).quantize(_PERCENT))
+
+
+def quantity(value: object) -> Decimal:
+    """A line's Number from an answer, rid of float noise."""
+    return number(number(value).quantize(_QUANTITY))
 
 
 @dataclass(frozen=True)
@@ -43,18 +67,37 @@ class Line:
     price_excl: Decimal
     tax_percentage: Decimal
     discount_percentage: Decimal = Decimal(0)
+    # A subscription line bills ``price_excl`` per period for ``periods`` periods of ``period_unit``
+    # (HostFact's Periodic: d, w, m, k, h, j, t) from ``start_period``; its amount is
+    # price × periods × quantity (functions.php::getLineAmount). A line without a unit counts one period.
+    periods: int = 1
+    period_unit: str = ""
+    start_period: str = ""
     # The line's id in the administration it was read from; not part of what the line *is*.
     identifier: str = field(default="", compare=False)
 
     @property
-    def content(self) -> tuple[str, Decimal, Decimal, Decimal, Decimal]:
+    def content(self) -> tuple[str, Decimal, Decimal, Decimal, Decimal, int, str, str]:
         return (
             self.description,
             self.quantity,
             self.price_excl,
             self.tax_percentage,
             self.discount_percentage,
+            self.periods,
+            self.period_unit,
+            self.start_period,
         )
+
+    @property
+    def periodic(self) -> bool:
+        return bool(self.period_unit)
+
+    def amount_excl(self) -> Decimal:
+        """What the line adds to the invoice before VAT and before the invoice's discount, as HostFact
+        computes it with prices excluding VAT (functions.php::getLineAmount)."""
+        gross = self.price_excl * self.periods * self.quantity
+        return cents(gross) - cents(gross * self.discount_percentage / 100)
 
     def negated(self) -> Line:
         return replace(self, price_excl=-self.price_excl, identifier="")
@@ -75,6 +118,10 @@ class Invoice:
     pay_date: str = ""
     payment_method: str = ""
     reference: str = ""
+    # The invoice's own discount percentage, over all lines, and whether prices are read excluding or
+    # including VAT (HostFact's Discount and VatCalcMethod, calculateFinancialTotals).
+    discount: Decimal = ZERO
+    vat_calc_method: str = "excl"
     # The party's name and address as the invoice carries them (API field names), to create it elsewhere.
     party_details: Mapping[str, str] = field(default_factory=dict, compare=False)
 

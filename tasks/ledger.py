@@ -28,8 +28,15 @@ class Ledger(Protocol):
     name: str
     paid_keeps_amount: bool
 
-    async def read(self, identifier: str) -> Invoice | None:
-        """The document with this id, or None when the target does not know it."""
+    def represent(self, source: Invoice) -> Invoice:
+        """The source as this ledger's documents can hold it: what its mirror must equal."""
+
+    async def read(self, identifier: str) -> Invoice:
+        """The document with this id; raises ``PermanentError`` when the target refuses to show it."""
+
+    async def locate(self, known: str | None, marker: str) -> tuple[Invoice | None, Invoice | None]:
+        """The mirror (by the remembered id ``known`` while it carries ``marker``, else by the marker), and
+        the credit invoice made from it when the marker search found one."""
 
     async def find(self, marker: str) -> tuple[Invoice | None, Invoice | None]:
         """The mirror carrying ``marker``, and the credit invoice made from it, if any."""

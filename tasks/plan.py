@@ -26,6 +26,8 @@ class Finalise:
 class EditHeader:
     date: str
     term: int
+    discount: Decimal = Decimal(0)
+    vat_calc_method: str = "excl"
 
 
 @dataclass(frozen=True)
@@ -86,8 +88,9 @@ def next_step(source: Invoice, mirror: Invoice | None, *, paid_keeps_amount: boo
     # A draft mirror is made final first: the source is no longer a draft, and a draft cannot be credited.
     if mirror.status is Status.DRAFT and not source.is_draft:
         return Finalise()
-    if (mirror.date, mirror.term) != (source.date, source.term):
-        return EditHeader(source.date, source.term)
+    header = (source.date, source.term, source.discount, source.vat_calc_method)
+    if (mirror.date, mirror.term, mirror.discount, mirror.vat_calc_method) != header:
+        return EditHeader(*header)
     missing = lines_to_add(source.lines, mirror.lines)
     if missing:
         return AddLines(tuple(missing))
@@ -127,7 +130,13 @@ def predict(step: Step, source: Invoice, mirror: Invoice | None) -> Invoice:
     if isinstance(step, Finalise):
         return replace(mirror, status=Status.OPEN, code=source.code)
     if isinstance(step, EditHeader):
-        return replace(mirror, date=step.date, term=step.term)
+        return replace(
+            mirror,
+            date=step.date,
+            term=step.term,
+            discount=step.discount,
+            vat_calc_method=step.vat_calc_method,
+        )
     if isinstance(step, AddLines):
         return replace(mirror, lines=mirror.lines + step.lines)
     if isinstance(step, RemoveLines):

@@ -11,16 +11,42 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tasks.adapters import PurchaseLedger, SalesLedger, read_sales_invoice
+from tasks.adapters import ledger_for, read_sales_invoice
 from tasks.client import ApiClient
+from tasks.drift import compare, describe
 from tasks.errors import PermanentError
 from tasks.invoice import Invoice, Status, marker
 from tasks.ledger import IdMap, Ledger
 from tasks.model import Route
-from tasks.plan import CreateMirror, Credit, Pay, Step, next_step, predict
+from tasks.plan import (
+    AddLines,
+    CreateMirror,
+    Credit,
+    EditHeader,
+    Finalise,
+    MarkUnpaid,
+    Pay,
+    RemoveLines,
+    Step,
+    next_step,
+    predict,
+)
 
 # More steps than converging any invoice takes (create, header, lines, unpay, pay, mark paid, ...).
 MAX_STEPS = 12
+
+# A step the target took as asked is never followed at once by one of these: when it is, the target did not
+# do what the step meant (it changed the VAT of the lines it was given, ignored a field, booked another
+# amount), and writing again would only repeat it, adding lines without bound.
+_NOT_AFTER: dict[type, tuple[type, ...]] = {
+    CreateMirror: (EditHeader, AddLines, RemoveLines),
+    EditHeader: (EditHeader,),
+    AddLines: (AddLines,),
+    RemoveLines: (RemoveLines, AddLines),
+    Finalise: (Finalise,),
+    Pay: (Pay,),
+    MarkUnpaid: (MarkUnpaid,),
+}
 
 
 def not_mirrored(route: Route, invoice: Invoice) -> str | None:
@@ -75,13 +101,8 @@ async def sync_invoice(
     skip = not_mirrored(route, wanted)
     if skip is not None:
         return SyncResult("ignored", f"{wanted.code}: {_SKIPPED[skip](route, wanted)}", calls)
-    ledger: Ledger
-    if route.ledger == "purchase":
-        ledger = PurchaseLedger(target, ids, calls, creditor=route.creditors[wanted.party])
-    else:
-        ledger = SalesLedger(target, ids, calls)
-
-    sync = _Convergence(route, wanted, ledger, ids, source, calls)
+    ledger = ledger_for(route, target, ids, calls, wanted.party)
+    sync = _Convergence(route, ledger.represent(wanted), ledger, ids, source, calls)
     return await sync.run()
 
 
@@ -133,6 +154,8 @@ class _Convergence:
             if isinstance(step, CreateMirror) and applied.mirror is not None:
                 await self.ids.put("invoice", self.wanted.id, applied.mirror.id)
             mirror, fresh = applied.mirror or mirror, applied.fresh
+            if fresh:
+                self._check_taken(step, mirror)
             credit = applied.credit or credit
         else:
             raise PermanentError(f"{self.wanted.code} did not converge in {MAX_STEPS} steps: {taken}")
@@ -143,15 +166,24 @@ class _Convergence:
     async def _locate(self) -> tuple[Invoice | None, Invoice | None]:
         """The mirror by the remembered id, else by its marker (the id was lost or never stored)."""
         known = await self.ids.get("invoice", self.wanted.id)
-        if known:
-            mirror = await self.ledger.read(known)
-            if mirror is not None and mirror.reference == self.marker:
-                return mirror, None
+        mirror, credit = await self.ledger.locate(known, self.marker)
+        if known and (mirror is None or mirror.id != known):
             await self.ids.forget("invoice", self.wanted.id)
-        mirror, credit = await self.ledger.find(self.marker)
-        if mirror is not None:
+        if mirror is not None and mirror.id != known:
             await self.ids.put("invoice", self.wanted.id, mirror.id)
         return mirror, credit
+
+    def _check_taken(self, step: Step, mirror: Invoice | None) -> None:
+        """Fail before writing again when the target's answer shows ``step`` did not do what it meant."""
+        after = next_step(self.wanted, mirror, paid_keeps_amount=self.ledger.paid_keeps_amount)
+        if after is None or not isinstance(after, _NOT_AFTER.get(type(step), ())):
+            return
+        differences = compare(self.wanted, mirror, paid_keeps_amount=self.ledger.paid_keeps_amount)
+        raise PermanentError(
+            f"{self.wanted.code}: {self.ledger.name} did not take {_describe(step)} as sent, and the next "
+            f"step would be {_describe(after)}; stopped before writing again. Differences: "
+            f"{describe(differences) or 'none visible'}"
+        )
 
     async def _source_credit(self) -> Invoice | None:
         """The source's credit invoice for this original, known from its invoice_is_credited hook."""

@@ -206,7 +206,6 @@ async def test_a_client_that_owns_its_session(env: Env) -> None:
         ("html", 500, 500),
         ("empty_body", None, 200),
         ("lost_answer", None, None),
-        ("concurrent", None, 200),
     ],
 )
 async def test_faults_that_are_worth_a_retry(
@@ -221,6 +220,23 @@ async def test_faults_that_are_worth_a_retry(
     assert env.client.last_exchange == caught.value.exchange
     assert_clean(caught.value)
     # The fault is spent; the same client carries on.
+    assert (await env.client.show("debtor", identifier=env.debtor))["CompanyName"] == "Canary BV"
+
+
+async def test_hostfacts_api_lock_is_asked_in_english_and_retried(env: Env) -> None:
+    # HostFact answers in Dutch unless the URL asks ?language=en_EN (Pro/config.php); the simulator does the
+    # same, so only a client that asks for English recognises the lock (en_EN "api too many concurrent calls").
+    env.sim.faults.inject("concurrent", controller="debtor", action="show", times=1)
+    if env.admin.dialect == "hostfact":
+        with pytest.raises(TransientError) as caught:
+            await env.client.show("debtor", identifier=env.debtor)
+        assert type(caught.value) is TransientError
+        assert caught.value.exchange["error"].startswith("API has concurrent calls")
+    else:
+        # WeFact has no such lock and documents no language parameter: its texts decide nothing.
+        with pytest.raises(PermanentError) as refused:
+            await env.client.show("debtor", identifier=env.debtor)
+        assert "gelijktijdige" in refused.value.exchange["error"]
     assert (await env.client.show("debtor", identifier=env.debtor))["CompanyName"] == "Canary BV"
 
 
@@ -273,19 +289,23 @@ async def test_hostfact_write_lock_contention_is_transient(env: Env) -> None:
 
 
 async def test_api_errors_are_permanent_with_their_messages(env: Env) -> None:
+    # The client asks HostFact for English (its en_EN texts are public); WeFact answers in Dutch.
+    english = env.admin.dialect == "hostfact"
     with pytest.raises(PermanentError) as unknown:
         await env.client.show("invoice", identifier=999999)
-    assert unknown.value.errors == ["Invalid identifier for invoice"]
+    invalid = "Invalid identifier for invoice" if english else "Ongeldige identifier voor factuur"
+    assert unknown.value.errors == [invalid]
 
     (paid,) = seed_invoices(env, 1)
     await env.client.call("invoice", "markaspaid", {"Identifier": paid})
     with pytest.raises(PermanentError) as twice:
         await env.client.call("invoice", "markaspaid", {"Identifier": paid})
-    assert twice.value.errors == ["The invoice is already paid"]
-    assert "The invoice is already paid" in str(twice.value)
+    already = "The invoice is already paid" if english else "De factuur is al betaald"
+    assert twice.value.errors == [already]
+    assert already in str(twice.value)
     exchange = twice.value.exchange
     assert exchange["http_status"] == 200 and exchange["params"] == {"Identifier": paid}
-    assert "already paid" in exchange["response"]
+    assert already in exchange["response"]
     assert_clean(twice.value)
 
 

@@ -162,7 +162,8 @@ async def sim() -> AsyncIterator[RunningSimulator]:
 
 @pytest.fixture
 def hf(sim: RunningSimulator, session: aiohttp.ClientSession) -> Api:
-    return Api(session, sim.api_url("source"), HF_KEY)
+    # HostFact answers in Dutch unless asked (Pro/config.php); these tests pin its public en_EN texts.
+    return Api(session, sim.api_url("source") + "?language=en_EN", HF_KEY)
 
 
 @pytest.fixture
@@ -262,7 +263,8 @@ async def test_seed_wefact_invoiceline_add_to_draft(sim: RunningSimulator, wf: A
             "PriceExcl": 100,
         },
     )
-    assert envelope["success"] == ["Successfully added 1 invoice lines"]
+    # WeFact answers in Dutch, as its documentation's example shows.
+    assert envelope["success"] == ["Er zijn 1 factuurregels toegevoegd"]
     invoice = envelope["invoice"]
     assert (invoice["AmountExcl"], invoice["AmountTax"], invoice["AmountIncl"]) == (
         "329.64",
@@ -629,7 +631,7 @@ async def test_wefact_dialect_rules(sim: RunningSimulator, wf: Api) -> None:
         "Een Identifier is niet toegestaan voor deze actie"
     ]
     assert await wf.error("invoice", "add", Status=1, DebtorCode="DB0001", InvoiceLines=lines) == [
-        "Invalid status"
+        "Ongeldige status"
     ]
     assert await wf.error("invoice", "list", status="1") == [
         "Invalid filter 'status'. The status '1' does not exist"
@@ -647,7 +649,7 @@ async def test_wefact_dialect_rules(sim: RunningSimulator, wf: Api) -> None:
     shown = (await wf.ok("invoice", "show", InvoiceCode="F0001"))["invoice"]
     assert (shown["Status"], shown["AmountPaid"], shown["AmountOutstanding"]) == ("4", "0.00", "0.00")
     assert await wf.error("creditinvoice", "add", CreditorCode="CD0001", InvoiceLines=lines) == [
-        "Invalid identifier for supplier"
+        "Ongeldige identifier voor crediteur"
     ]
 
 
@@ -696,7 +698,7 @@ async def test_creditinvoice_payments_and_errors(sim: RunningSimulator, hf: Api,
     assert len(await wf.error("creditinvoice", "add", CreditorCode="CD0001", InvoiceLines=lines)) == 1
     assert await wf.error(
         "creditinvoice", "add", CreditorCode="CD0001", InvoiceCode="X", Status=0, InvoiceLines=lines
-    ) == ["Invalid status"]
+    ) == ["Ongeldige status"]
     wf_added = await wf.ok("creditinvoice", "add", CreditorCode="CD0001", InvoiceCode="X", InvoiceLines=lines)
     assert wf_added["creditinvoice"]["InvoiceLines"][0]["TaxCode"] == "I21"
     assert wf_added["creditinvoice"]["AmountOutstanding"] == "121.00"
@@ -974,7 +976,7 @@ async def test_inline_hooks_hold_hostfacts_api_lock(session: aiohttp.ClientSessi
         source = SimAdministration("source", "hostfact", HF_KEY, hooks_url=receiver.url, hook_secret=SECRET)
         source.concurrency_wait = 0.2
         async with run_simulator([source]) as running:
-            hf = Api(session, running.api_url("source"), HF_KEY)
+            hf = Api(session, running.api_url("source") + "?language=en_EN", HF_KEY)
             seen: list[Any] = []
 
             async def call_back(payload: dict[str, Any]) -> None:

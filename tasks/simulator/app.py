@@ -28,6 +28,7 @@ from tasks.simulator.envelope import (
     success_body,
 )
 from tasks.simulator.faults import FaultRule
+from tasks.simulator.language import Language, language_of, translate_all
 from tasks.simulator.params import Params
 
 ADMINS = web.AppKey("admins", dict[str, SimAdministration])
@@ -161,7 +162,13 @@ def _login(admin: SimAdministration, params: Params, remote: str) -> None:
 
 
 async def _run(
-    admin: SimAdministration, raw: dict[str, Any], controller: str, action: str, remote: str, call: CallRecord
+    admin: SimAdministration,
+    raw: dict[str, Any],
+    controller: str,
+    action: str,
+    remote: str,
+    call: CallRecord,
+    language: Language,
 ) -> dict[str, Any]:
     """Log in, route, apply and fire hooks; the JSON body to answer with. EmptyAnswer passes through."""
     params = Params(raw)
@@ -176,8 +183,8 @@ async def _run(
         try:
             await asyncio.wait_for(lock.acquire(), timeout=admin.concurrency_wait)
         except TimeoutError:
-            call.errors = [CONCURRENT_CALLS]
-            return error_body(UNROUTED, UNROUTED, [CONCURRENT_CALLS])
+            call.errors = translate_all([CONCURRENT_CALLS], language)
+            return error_body(UNROUTED, UNROUTED, call.errors)
     try:
         if controller not in ACTIONS:
             call.errors = ["Invalid controller"]
@@ -188,8 +195,11 @@ async def _run(
         try:
             outcome = admin.execute(controller, action, raw)
         except ApiFailure as failure:
-            call.errors = failure.errors
-            return error_body(controller, action, failure.errors)
+            call.errors = translate_all(failure.errors, language)
+            return error_body(controller, action, call.errors)
+        outcome.success = translate_all(outcome.success, language)
+        if outcome.warning:
+            outcome.warning = translate_all(outcome.warning, language)
         call.applied = outcome.changed
         body = success_body(controller, action, outcome)
         await _fire_hooks(admin, outcome)
@@ -216,6 +226,11 @@ async def _fire_hooks(admin: SimAdministration, outcome: Outcome) -> None:
     finally:
         if outcome.uncommitted is not None:
             admin.store.hidden.discard(outcome.uncommitted)
+
+
+def _language(request: web.Request, admin: SimAdministration) -> Language:
+    # HostFact reads it from the URL's query (Pro/config.php), never from the POST body.
+    return language_of(admin.dialect, request.query.get("language"))
 
 
 def _drop_connection(request: web.Request) -> web.Response:
@@ -252,8 +267,8 @@ async def _apply_fault(
         )
     if kind == "concurrent":
         call.http_status = 200
-        call.errors = [CONCURRENT_CALLS]
-        return _json(error_body(UNROUTED, UNROUTED, [CONCURRENT_CALLS]), headers=headers)
+        call.errors = translate_all([CONCURRENT_CALLS], _language(request, admin))
+        return _json(error_body(UNROUTED, UNROUTED, call.errors), headers=headers)
     # timeout: hang past the client's patience, then drop the line; the call is not applied.
     try:
         await asyncio.wait_for(request.app[STOPPING].wait(), timeout=rule.delay)
@@ -288,7 +303,7 @@ async def _api(request: web.Request) -> web.StreamResponse:
                 return await _apply_fault(request, admin, rule, verdict.headers, call)
         body: dict[str, Any] | None
         try:
-            body = await _run(admin, raw, controller, action, remote, call)
+            body = await _run(admin, raw, controller, action, remote, call, _language(request, admin))
             call.outcome = "success" if body["status"] == "success" else "error"
         except EmptyAnswer:
             body = None

@@ -168,6 +168,23 @@ def _blank_invoice(store: Store) -> Record:
     return record
 
 
+def _debtor_of(store: Store, record: Record) -> Record | None:
+    return store.debtors.get(record["Debtor"])
+
+
+def _target_rules(store: Store, record: Record) -> None:
+    """The administration's discount rule, as invoice::add/edit run discount::check before the totals."""
+    rule = store.rules.discount
+    if rule is not None and record.get("IgnoreDiscount") != "yes" and record["Discount"] < rule:
+        record["Discount"] = rule
+
+
+def _direct_debit(store: Store, record: Record) -> None:
+    """invoice::addInvoiceToSDDBatch: a sent or partly paid invoice with a mandate is collected next."""
+    if store.rules.direct_debit and record["Authorisation"] == "yes" and record["Status"] in (2, 3):
+        store.sdd_batch.add(record["Identifier"])
+
+
 def _insert(store: Store, record: Record) -> Record:
     record["Identifier"] = store.new_id("invoices")
     store.invoices[record["Identifier"]] = record
@@ -214,11 +231,15 @@ def add(store: Store, params: Params) -> Outcome:
     if not lines:
         raise ApiFailure(f"Invoice {code} does not contain invoice lines")
     for line in lines:
-        record["InvoiceLines"].append(new_line(store, "sales", line, default_date=record["Date"]))
+        record["InvoiceLines"].append(
+            new_line(store, "sales", line, default_date=record["Date"], debtor=debtor)
+        )
+    _target_rules(store, record)
     recompute(record, "sales")
     if status == 4 and not record["PayDate"]:
         record["PayDate"] = store.today()
     _insert(store, record)
+    _direct_debit(store, record)
     return Outcome(
         key="invoice",
         payload=_show(store, record),
@@ -258,6 +279,7 @@ def edit(store: Store, params: Params) -> Outcome:
     record["Status"] = status
     if code is not None:
         record["InvoiceCode"] = code
+    _target_rules(store, record)
     apply_lines(
         store,
         "sales",
@@ -265,8 +287,10 @@ def edit(store: Store, params: Params) -> Outcome:
         given.get("InvoiceLines", []),
         owners=store.invoices.values(),
         default_date=store.today(),
+        debtor=_debtor_of(store, record),
     )
     _commit(store, original, record)
+    _direct_debit(store, original)
     return Outcome(
         key="invoice",
         payload=_show(store, original),
@@ -520,7 +544,10 @@ def line_add(store: Store, params: Params) -> Outcome:
     if not rows:
         raise ApiFailure("Invalid type for 'InvoiceLines'")
     record = copy.deepcopy(original)
-    added = apply_lines(store, "sales", record, rows, owners=(), default_date=store.today())
+    _target_rules(store, record)
+    added = apply_lines(
+        store, "sales", record, rows, owners=(), default_date=store.today(), debtor=_debtor_of(store, record)
+    )
     _commit(store, original, record)
     return Outcome(
         key="invoice",

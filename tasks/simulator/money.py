@@ -58,8 +58,17 @@ def number_text(value: Decimal) -> str:
 
 
 def line_excl(number: Decimal, price_excl: Decimal, discount_percentage: Decimal = ZERO) -> Decimal:
-    """Number × PriceExcl × (1 − discount%), rounded to cents."""
-    return cents(number * price_excl * (HUNDRED - discount_percentage) / HUNDRED)
+    """Number × PriceExcl less the discount, each rounded to cents as getLineAmount does ("excl")."""
+    gross = number * price_excl
+    return cents(gross) - cents(gross * discount_percentage / HUNDRED)
+
+
+def line_incl(
+    number: Decimal, price_excl: Decimal, tax: Decimal, discount_percentage: Decimal = ZERO
+) -> Decimal:
+    """A line's amount with VAT when prices are read including it (functions.php::getLineAmount, "incl")."""
+    gross = price_excl * (1 + tax / HUNDRED) * number
+    return cents(gross) - cents(gross * discount_percentage / HUNDRED)
 
 
 @dataclass(frozen=True)
@@ -77,15 +86,24 @@ class Totals:
     by_rate: dict[Decimal, RateTotals]
 
 
-def totals(lines: Iterable[tuple[Decimal, Decimal]]) -> Totals:
-    """Totals from (line excl, tax percentage) pairs; tax is rounded once per rate (VatCalcMethod excl)."""
+def totals(
+    lines: Iterable[tuple[Decimal, Decimal]], *, discount: Decimal = ZERO, vat_calc_method: str = "excl"
+) -> Totals:
+    """Totals from (line amount, tax percentage) pairs, as functions.php::calculateFinancialTotals makes them:
+    per rate, the invoice's discount off the sum, then the tax rounded once. Line amounts are excl VAT, or
+    incl with ``vat_calc_method`` "incl" (then the tax is taken out of the sum)."""
     per_rate: dict[Decimal, Decimal] = {}
-    for excl, rate in lines:
-        per_rate[rate] = per_rate.get(rate, ZERO) + excl
+    for amount, rate in lines:
+        per_rate[rate] = per_rate.get(rate, ZERO) + amount
     by_rate: dict[Decimal, RateTotals] = {}
-    for rate, excl in per_rate.items():
-        tax = cents(excl * rate / HUNDRED)
-        by_rate[rate] = RateTotals(excl, tax, excl + tax)
+    for rate, amount in per_rate.items():
+        amount = cents(amount - amount * discount / HUNDRED)
+        if vat_calc_method == "incl":
+            tax = cents(amount / (1 + rate / HUNDRED) * rate / HUNDRED)
+            by_rate[rate] = RateTotals(amount - tax, tax, amount)
+        else:
+            tax = cents(amount * rate / HUNDRED)
+            by_rate[rate] = RateTotals(amount, tax, amount + tax)
     excl_total = sum((r.excl for r in by_rate.values()), ZERO)
     tax_total = sum((r.tax for r in by_rate.values()), ZERO)
     return Totals(excl_total, tax_total, excl_total + tax_total, by_rate)

@@ -72,10 +72,14 @@ def creditor_for(store: Store, params: Params) -> Record:
 
 
 def _debtor(store: Store, params: Params) -> Record:
+    """debtor show/edit: api_controller::_get_debtor_id(Identifier), then by DebtorCode ("Unknown client
+    number" when no debtor has it), else "Invalid identifier for debtor" (debtor::show)."""
     debtor_id = to_int(params.get("Identifier"))
     found = store.debtors.get(debtor_id) if debtor_id else None
     if found is None and not debtor_id and params.text("DebtorCode"):
         found = store.find("debtors", "DebtorCode", params.text("DebtorCode"))
+        if found is None:
+            raise ApiFailure("Unknown client number")
     if found is None:
         raise ApiFailure("Invalid identifier for debtor")
     return found
@@ -121,6 +125,8 @@ def debtor_add(store: Store, params: Params) -> Outcome:
         "InvoiceMethod": 0,
         "InvoiceTerm": 14,
         "InvoiceAuthorisation": "no",
+        # "auto": the tax rules decide; "yes": always the line's rate; "no": never VAT (btwcheck).
+        "Taxable": "auto",
         "Comment": "",
         "Created": now,
         "Modified": now,

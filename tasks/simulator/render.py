@@ -160,7 +160,11 @@ def _sales_line(dialect: Dialect, line: Record) -> dict[str, Any]:
     if dialect == "wefact":
         return _pick(line, _WF_LINE, frozenset())
     out = _pick(line, _HF_LINE, frozenset())
-    no_discount_excl = cents(line["Number"] * line["PriceExcl"])
+    # HostFact keeps both as FLOAT fractions and prints them times 100 as PHP floats: 7 % is
+    # 7.000000000000001 on the wire (invoice_api_controller::_show_invoice).
+    for key in ("TaxPercentage", "DiscountPercentage"):
+        out[key] = float(number_text(line[key] / HUNDRED)) * 100
+    no_discount_excl = cents(line["Number"] * line["PriceExcl"] * (line.get("Periods") or 1))
     factor = (HUNDRED + line["TaxPercentage"]) / HUNDRED
     discount_excl = no_discount_excl - line_amount("sales", line)
     out["NoDiscountAmountIncl"] = number_text(cents(no_discount_excl * factor))
@@ -193,7 +197,7 @@ def invoice_show(dialect: Dialect, record: Record) -> dict[str, Any]:
     out["Translations"] = {"Status": INVOICE_STATUS_LABELS.get(record["Status"], "")}
     out["AmountDiscount"] = "0"
     out["AmountDiscountIncl"] = "0"
-    rates = line_totals("sales", record["InvoiceLines"]).by_rate
+    rates = line_totals("sales", record["InvoiceLines"], record).by_rate
     out["UsedTaxrates"] = {
         number_text(rate / HUNDRED): {
             "AmountExcl": number_text(amounts.excl),

@@ -161,6 +161,7 @@ DEBTOR: dict[str, Kind] = {
     "InvoiceMethod": "int",
     "InvoiceTerm": "int",
     "InvoiceAuthorisation": "string",
+    "Taxable": "string",
     "Comment": "string",
     "Created": "readonly",
     "Modified": "readonly",

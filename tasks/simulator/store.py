@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Literal
 
 from tasks.protocol import Dialect
@@ -40,6 +41,30 @@ def is_draft_code(code: str) -> bool:
 
 
 @dataclass
+class TargetRules:
+    """What an administration does to invoices it receives, off unless a test switches it on.
+
+    ``vat``: HostFact's default tax rules (config.php::btwcheck with installation.sql's rules): a line for a
+    debtor in another EU country with a company name and VAT number, or outside the EU, gets 0 % VAT, unless
+    the debtor's Taxable is "yes" (the line's own rate) or "no" (0 %).
+    ``discount``: a discount rule for every debtor (discount::check): an invoice's Discount is raised to this
+    percentage unless its IgnoreDiscount is "yes".
+    ``direct_debit``: a sent or partly paid invoice whose Authorisation is "yes" goes into the next SEPA batch
+    (invoice::addInvoiceToSDDBatch); ``Store.sdd_batch`` holds their Identifiers.
+    """
+
+    vat: bool = False
+    discount: Decimal | None = None
+    direct_debit: bool = False
+
+
+# Country codes of the EU, for the VAT rule.
+EU_COUNTRIES = frozenset(
+    "AT BE BG CY CZ DE DK EE ES FI FR GR HR HU IE IT LT LU LV MT NL PL PT RO SE SI SK".split()
+)
+
+
+@dataclass
 class Store:
     """Records keyed by Identifier, the highest number used per sequence, and a replaceable clock."""
 
@@ -51,6 +76,9 @@ class Store:
     creditors: dict[int, Record] = field(default_factory=dict)
     # Invoices whose creating transaction is still open while their hooks run (see Outcome.uncommitted).
     hidden: set[int] = field(default_factory=set)
+    rules: TargetRules = field(default_factory=TargetRules)
+    # Invoices put in the direct-debit batch (rules.direct_debit).
+    sdd_batch: set[int] = field(default_factory=set)
     _last_id: dict[str, int] = field(default_factory=dict)
     _highest: dict[Sequence, int] = field(default_factory=dict)
 
@@ -58,6 +86,7 @@ class Store:
         for table in (self.invoices, self.creditinvoices, self.debtors, self.creditors):
             table.clear()
         self.hidden.clear()
+        self.sdd_batch.clear()
         self._last_id.clear()
         self._highest.clear()
 
