@@ -7,6 +7,7 @@ The caller holds the document's lock, so the mirror read here is the one the ste
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -123,6 +124,8 @@ class _Convergence:
 
     async def run(self) -> SyncResult:
         mirror, credit = await self._locate()
+        if not self.route.dry_run:
+            await self._check_held(mirror)
         fresh = True
         taken: list[str] = []
         refused: Step | None = None
@@ -155,7 +158,7 @@ class _Convergence:
                 await self.ids.put("invoice", self.wanted.id, applied.mirror.id)
             mirror, fresh = applied.mirror or mirror, applied.fresh
             if fresh:
-                self._check_taken(step, mirror)
+                await self._check_taken(step, mirror)
             credit = applied.credit or credit
         else:
             raise PermanentError(f"{self.wanted.code} did not converge in {MAX_STEPS} steps: {taken}")
@@ -173,17 +176,35 @@ class _Convergence:
             await self.ids.put("invoice", self.wanted.id, mirror.id)
         return mirror, credit
 
-    def _check_taken(self, step: Step, mirror: Invoice | None) -> None:
-        """Fail before writing again when the target's answer shows ``step`` did not do what it meant."""
+    async def _check_taken(self, step: Step, mirror: Invoice | None) -> None:
+        """Fail before writing again when the target's answer shows ``step`` did not do what it meant.
+
+        The document is then held: later syncs write nothing while source and mirror stay as they were (a
+        later hook would otherwise add the same lines once more), until either changes (a person mends the
+        mirror or the target's rules, or the source moves on)."""
         after = next_step(self.wanted, mirror, paid_keeps_amount=self.ledger.paid_keeps_amount)
         if after is None or not isinstance(after, _NOT_AFTER.get(type(step), ())):
             return
         differences = compare(self.wanted, mirror, paid_keeps_amount=self.ledger.paid_keeps_amount)
-        raise PermanentError(
+        reason = (
             f"{self.wanted.code}: {self.ledger.name} did not take {_describe(step)} as sent, and the next "
             f"step would be {_describe(after)}; stopped before writing again. Differences: "
             f"{describe(differences) or 'none visible'}"
         )
+        await self.ids.put("held", self.wanted.id, f"{_fingerprint(self.wanted, mirror)} {reason}")
+        raise PermanentError(reason)
+
+    async def _check_held(self, mirror: Invoice | None) -> None:
+        held = await self.ids.get("held", self.wanted.id)
+        if held is None:
+            return
+        fingerprint, _, reason = held.partition(" ")
+        if fingerprint == _fingerprint(self.wanted, mirror):
+            raise PermanentError(
+                f"held, nothing written: source and mirror are as when the target did not take a step. "
+                f"Mend the mirror or the target's rules in {self.ledger.name}, then retry. {reason}"
+            )
+        await self.ids.forget("held", self.wanted.id)
 
     async def _source_credit(self) -> Invoice | None:
         """The source's credit invoice for this original, known from its invoice_is_credited hook."""
@@ -230,6 +251,27 @@ class _Convergence:
         notes = "".join(f"; {note}" for note in self.notes)
         where = f"{self.ledger.name} {mirror.code if mirror else ''}".strip()
         return SyncResult("done", f"{code} → {where} ({state}): {did}{notes}", self.calls)
+
+
+def _fingerprint(source: Invoice, mirror: Invoice | None) -> str:
+    """What source and mirror are, as far as a sync writes it: header, status, amounts and lines."""
+
+    def state(invoice: Invoice | None) -> object:
+        if invoice is None:
+            return None
+        lines = sorted(repr(line.content) for line in invoice.lines)
+        return (
+            invoice.code,
+            invoice.status.value,
+            invoice.date,
+            invoice.term,
+            str(invoice.discount),
+            invoice.vat_calc_method,
+            str(invoice.amount_paid),
+            lines,
+        )
+
+    return hashlib.sha256(repr((state(source), state(mirror))).encode()).hexdigest()[:24]
 
 
 def _describe(step: Step) -> str:

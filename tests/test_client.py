@@ -225,7 +225,8 @@ async def test_faults_that_are_worth_a_retry(
 
 async def test_hostfacts_api_lock_is_asked_in_english_and_retried(env: Env) -> None:
     # HostFact answers in Dutch unless the URL asks ?language=en_EN (Pro/config.php); the simulator does the
-    # same, so only a client that asks for English recognises the lock (en_EN "api too many concurrent calls").
+    # same, so only a client that asks for English recognises the lock (en_EN key
+    # "api too many concurrent calls").
     env.sim.faults.inject("concurrent", controller="debtor", action="show", times=1)
     if env.admin.dialect == "hostfact":
         with pytest.raises(TransientError) as caught:
