@@ -32,7 +32,11 @@ def _to_amount(value: Any) -> Any:
             raise ValueError(f"{value!r} is not an amount") from None
         if not amount.is_finite():
             raise ValueError(f"{value!r} is not an amount")
-        return amount.quantize(Decimal("0.01"))
+        try:
+            return amount.quantize(Decimal("0.01"))
+        except InvalidOperation:
+            # Too many digits to hold in cents (1e228): no invoice amount, and no reason to answer 500.
+            raise ValueError(f"{value!r} is not an amount") from None
     return value
 
 

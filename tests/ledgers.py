@@ -80,13 +80,17 @@ def credit_notes_of(target: SimAdministration, source_name: str, identifier: int
     ]
 
 
-def lines(invoice: Mapping[str, Any]) -> list[tuple[str, Decimal, Decimal, Decimal]]:
+def lines(invoice: Mapping[str, Any]) -> list[tuple[Any, ...]]:
     return [
         (
             str(line["Description"]),
             _decimal(line["Number"]),
             _decimal(line["PriceExcl"]),
             _decimal(line["TaxPercentage"]),
+            _decimal(line.get("DiscountPercentage", 0)),
+            line.get("Periods", 1),
+            line.get("Periodic", ""),
+            line.get("StartPeriod", ""),
         )
         for line in invoice["InvoiceLines"]
     ]
@@ -192,9 +196,17 @@ def _invoice_differences(original: Record, mirror: Record, status: int | None) -
             out.append(f"{key} {mirror.get(key)!r} != source {original.get(key)!r}")
     if mirror["Status"] != status:
         out.append(f"Status {mirror['Status']} != {status} (source Status {original['Status']})")
-    for key in ("AmountExcl", "AmountIncl", "AmountPaid"):
+    for key in ("AmountExcl", "AmountTax", "AmountIncl", "AmountPaid", "Discount"):
         if _decimal(mirror[key]) != _decimal(original[key]):
             out.append(f"{key} {mirror[key]} != source {original[key]}")
+    if mirror.get("VatCalcMethod") != original.get("VatCalcMethod"):
+        out.append(f"VatCalcMethod {mirror.get('VatCalcMethod')} != source {original.get('VatCalcMethod')}")
+    # Invariant 9: a mirror is never collected by direct debit, nor given the target's own discounts.
+    if mirror.get("Authorisation") != "no" or mirror.get("IgnoreDiscount") != "yes":
+        out.append(
+            f"not inert: Authorisation {mirror.get('Authorisation')}, "
+            f"IgnoreDiscount {mirror.get('IgnoreDiscount')}"
+        )
     if lines(mirror) != lines(original):
         out.append(f"lines {lines(mirror)} != source {lines(original)}")
     return out

@@ -65,7 +65,7 @@ DESCRIPTIONS = ["Hosting S", "Domain example.nl", "SSL certificate", "Setup fee"
 
 amounts = st.decimals(min_value=Decimal("0.01"), max_value=Decimal("250"), places=2)
 
-invoice_lines = st.builds(
+plain_lines = st.builds(
     lambda description, number, price, tax: {
         "Description": description,
         "Number": number,
@@ -76,6 +76,24 @@ invoice_lines = st.builds(
     st.sampled_from(["1", "2", "3", "0.5"]),
     st.decimals(min_value=Decimal("1"), max_value=Decimal("400"), places=2),
     st.sampled_from(["0", "9", "21"]),
+)
+# Subscription lines (price per period × Periods) and line discounts, which HostFact counts in the totals.
+invoice_lines = st.one_of(
+    plain_lines,
+    st.builds(
+        lambda line, periods, unit, start: (
+            line | {"PeriodicType": "period", "Periods": periods, "Periodic": unit, "StartPeriod": start}
+        ),
+        plain_lines,
+        st.sampled_from([1, 3, 12]),
+        st.sampled_from(["m", "j", "k"]),
+        st.sampled_from(["2026-01-01", "2026-07-15"]),
+    ),
+    st.builds(
+        lambda line, discount: line | {"DiscountPercentage": discount},
+        plain_lines,
+        st.sampled_from(["10", "12.5", "100"]),
+    ),
 )
 
 # An invoice is named by its position among the invoices created so far (modulo their number; -1 is the
@@ -88,6 +106,10 @@ create = st.tuples(
     # 0: a draft (sent later, or never: then it is not mirrored); 1: queued; 2: sent.
     st.sampled_from([0, 1, 2, 2]),
     st.lists(invoice_lines, min_size=1, max_size=3).map(tuple),
+    # The invoice's own discount and VAT calculation.
+    st.sampled_from(
+        [{}, {}, {"Discount": "10"}, {"VatCalcMethod": "incl"}, {"Discount": "5", "VatCalcMethod": "incl"}]
+    ),
 )
 # Which operation comes next, weighted: payments are what must never be booked twice, and a credit ends
 # an invoice's story, so it comes rarely.
@@ -364,10 +386,10 @@ async def apply(h: Harness, op: tuple[Any, ...], created: list[int], rng: random
         return
     if kind == "create":
         debtor_code = h.hostfact.debtors[min(h.hostfact.debtors)]["DebtorCode"]
-        params = {"DebtorCode": debtor_code, "InvoiceLines": list(op[2]), "Status": op[1]}
+        params = {"DebtorCode": debtor_code, "InvoiceLines": list(op[2]), "Status": op[1], **op[3]}
         answer = await h.source.call("invoice", "add", params)
         created.append(int(answer["invoice"]["Identifier"]))
-        h.log.append(f"create {answer['invoice']['InvoiceCode']} Status {op[1]} lines {list(op[2])}")
+        h.log.append(f"create {answer['invoice']['InvoiceCode']} Status {op[1]} {op[3]} lines {list(op[2])}")
         return
     identifier = created[op[1] % len(created)]
     invoice = h.hostfact.invoice(identifier)
@@ -502,7 +524,17 @@ async def test_the_target_mirrors_the_source_whatever_the_hooks_faults_and_worke
     """
     rng = random.Random(scenario.seed)
     async with harness(redis_url, scenario) as h:
-        h.hostfact.add_debtor(CompanyName="Company X", EmailAddress="billing@example.com")
+        # A Belgian company with a VAT number and a direct-debit mandate, in a WeFact whose own VAT, discount
+        # and direct-debit rules are on: mirrors must stay inert (invariant 9).
+        h.hostfact.add_debtor(
+            CompanyName="Company X",
+            EmailAddress="billing@example.com",
+            Country="BE",
+            TaxNumber="BE0123456789",
+            InvoiceAuthorisation="yes",
+        )
+        rules = h.wefact.store.rules
+        rules.vat, rules.discount, rules.direct_debit = True, Decimal(5), True
         _inject_faults(h.wefact, scenario)
         created: list[int] = []
         for op in scenario.operations:
