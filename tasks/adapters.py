@@ -29,6 +29,7 @@ from tasks.plan import (
     Step,
     predict,
 )
+from tasks.protocol import Dialect
 
 SALES_STATUSES: Final = {
     0: Status.DRAFT,
@@ -66,11 +67,48 @@ WEFACT_PAYMENT_METHODS: Final = frozenset({"wire", "auth", "ideal", "paypal", "c
 # Authorisation is "yes" (copied from the debtor's InvoiceAuthorisation when not given) in the next SEPA
 # direct-debit batch (invoice_api_controller::add_api_action, invoice::addInvoiceToSDDBatch): the customer
 # would be collected twice. IgnoreDiscount "yes": invoice::add/edit skip discount::check, which may raise the
-# discount or insert discount lines. No InvoiceMethod or sending: `add` never mails, only sendbyemail does.
-INERT_INVOICE: Final = {"Authorisation": "no", "IgnoreDiscount": "yes"}
-# A debtor factsync creates: VAT exactly as the mirror's lines say ("yes": config.php::btwcheck returns the
-# line's own rate instead of the target's tax rules, which the source already applied), no direct debit.
-INERT_DEBTOR: Final = {"Taxable": "yes", "InvoiceAuthorisation": "no"}
+# discount or insert discount lines. InvoiceMethod 1 (post): the reminder cron mails reminders and summations
+# only for InvoiceMethod 0, 3 and 4 (cronjob.php); `add` itself never mails, only sendbyemail does.
+INERT_INVOICE: Final = {"Authorisation": "no", "IgnoreDiscount": "yes", "InvoiceMethod": 1}
+# A debtor factsync creates in a HostFact target: VAT exactly as the mirror's lines say (Taxable "yes":
+# config.php::btwcheck returns the line's own rate instead of the target's tax rules, which the source already
+# applied), no direct debit, and none of debtor add's defaults that reach the customer: a client-area login
+# (ActiveLogin) and the mailing list. WeFact documents none of these fields on debtor add; its direct debit
+# (DirectDebitApplyTo) is off unless asked.
+INERT_DEBTOR: Final[Mapping[Dialect, Mapping[str, str]]] = {
+    "hostfact": {"Taxable": "yes", "InvoiceAuthorisation": "no", "ActiveLogin": "no", "Mailing": "no"},
+    "wefact": {},
+}
+# HostFact's period units (Periodic), as a mirror line's description names them.
+PERIOD_UNITS: Final = {
+    "d": ("dag", "dagen"),
+    "w": ("week", "weken"),
+    "m": ("maand", "maanden"),
+    "k": ("kwartaal", "kwartalen"),
+    "h": ("halfjaar", "halfjaren"),
+    "j": ("jaar", "jaar"),
+    "t": ("twee jaar", "keer twee jaar"),
+}
+
+
+def without_periods(line: Line) -> Line:
+    """A subscription line as a plain line of the same amount: the price of all its periods, and the period in
+    its description. A target given PeriodicType "period" makes a subscription of it (invoiceelement::add
+    creates a HostFact_PeriodicElements row; WeFact: "periodiek factureren") that would bill the customer
+    again: a mirror line is never one."""
+    if not line.periodic:
+        return line
+    singular, plural = PERIOD_UNITS.get(line.period_unit, (line.period_unit, line.period_unit))
+    unit = singular if line.periods == 1 else plural
+    start = f" vanaf {line.start_period}" if line.start_period else ""
+    return replace(
+        line,
+        description=f"{line.description} ({line.periods} {unit}{start})",
+        price_excl=number(line.price_excl * line.periods),
+        periods=1,
+        period_unit="",
+        start_period="",
+    )
 
 
 def parse_line(line: Mapping[str, Any]) -> Line:
@@ -168,8 +206,8 @@ class _ApiLedger:
 
     controller: str
     line_controller: str
-    # The target's own number of a document: what `add` refuses when it is taken.
-    number_key: str
+    # The number `add` refuses when another document holds it; None when the target never refuses one.
+    number_key: str | None
     statuses: Mapping[int, Status]
     party_key: str
     paid_keeps_amount: bool
@@ -186,8 +224,16 @@ class _ApiLedger:
         self.calls.append(f"{self.name}: {controller}.{action}{' ' + note if note else ''}")
         return await self.client.call(controller, action, params)
 
+    @property
+    def marker_field(self) -> str:
+        """Where a mirror carries its marker (invariant 6)."""
+        return "ReferenceNumber"
+
     def parse(self, row: Mapping[str, Any]) -> Invoice:
-        return parse_invoice(row, self.statuses, self.party_key)
+        invoice = parse_invoice(row, self.statuses, self.party_key)
+        if self.marker_field != "ReferenceNumber":
+            invoice = replace(invoice, reference=str(row.get(self.marker_field) or ""))
+        return invoice
 
     def guarded(self, row: object) -> Invoice:
         return parse_answer(self.parse, row, what=f"a {self.controller}", exchange=self.client.last_exchange)
@@ -220,14 +266,14 @@ class _ApiLedger:
 
     async def find(self, marker: str) -> tuple[Invoice | None, Invoice | None]:
         answer = await self.call(
-            self.controller, "list", {"searchat": "ReferenceNumber", "searchfor": marker}, f"marker {marker}"
+            self.controller, "list", {"searchat": self.marker_field, "searchfor": marker}, f"marker {marker}"
         )
         # List rows leave ReferenceNumber out (invoice_api_controller::list_api_action); the bracketed
         # marker makes every hit an exact one.
         rows = [
             row
             for row in answer.get(self.controller + "s") or []
-            if row.get("ReferenceNumber", marker) == marker
+            if row.get(self.marker_field, marker) == marker
         ]
         found = [self.guarded(row) for row in rows]
         credit = next((doc for doc in found if doc.status is Status.CREDIT), None)
@@ -236,12 +282,28 @@ class _ApiLedger:
         mirror = await self.read(listed.id) if listed else None
         return mirror, credit
 
+    async def marked(self, prefix: str) -> list[tuple[str, str]]:
+        """(marker, document id) of every document whose marker starts with ``prefix``, credit invoices
+        (which carry their original's marker) left out."""
+        rows = await self.client.list(self.controller, searchat=self.marker_field, searchfor=prefix)
+        found: list[tuple[str, str]] = []
+        for row in rows:
+            document = self.guarded(row)
+            if document.status is Status.CREDIT:
+                continue
+            if self.marker_field not in row:
+                # List rows leave ReferenceNumber out; the document itself has it.
+                document = await self.read(document.id)
+            found.append((document.reference, document.id))
+        return found
+
     async def holder(self, number: str) -> Invoice | None:
         """The document that holds ``number`` in the target, if any (read whole, for its marker)."""
+        key = self.number_key or "InvoiceCode"
         answer = await self.call(
-            self.controller, "list", {"searchat": self.number_key, "searchfor": number}, f"number {number}"
+            self.controller, "list", {"searchat": key, "searchfor": number}, f"number {number}"
         )
-        rows = _exact(answer.get(self.controller + "s"), self.number_key, number)
+        rows = _exact(answer.get(self.controller + "s"), key, number)
         return await self.read(str(rows[0]["Identifier"])) if rows else None
 
     def _line_params(self, line: Line) -> dict[str, Any]:
@@ -296,10 +358,18 @@ class _ApiLedger:
         try:
             answer = await self.call(self.controller, "add", params, source.code)
         except PermanentError as refused:
-            number = params.get(self.number_key)
+            number = params.get(self.number_key) if self.number_key else None
             holder = await self.holder(number) if number else None
             if holder is None:
                 raise
+            if holder.reference == marker:
+                # HostFact checks a line's VAT rate after it committed the invoice
+                # (invoice_api_controller::_check_taxpercentage): the mirror exists, with what it took.
+                raise PermanentError(
+                    f"{self.name} made {holder.code} (id {holder.id}) but refused part of it: "
+                    f"{'; '.join(refused.errors)}",
+                    exchange=refused.exchange,
+                ) from refused
             raise self._number_taken(holder, refused) from refused
         return Applied(self.document(answer))
 
@@ -330,19 +400,13 @@ class SalesLedger(_ApiLedger):
     party_key = "DebtorCode"
     paid_keeps_amount = True
 
+    def represent(self, source: Invoice) -> Invoice:
+        return replace(source, lines=tuple(without_periods(line) for line in source.lines))
+
     def _line_params(self, line: Line) -> dict[str, Any]:
         params = super()._line_params(line)
         if line.discount_percentage:
             params["DiscountPercentage"] = str(line.discount_percentage)
-        if line.periodic:
-            # Periods count only with PeriodicType "period"; without StartPeriod the target takes today.
-            start = "StartDate" if self.client.dialect == "wefact" else "StartPeriod"
-            params |= {
-                "PeriodicType": "period",
-                "Periods": line.periods,
-                "Periodic": line.period_unit,
-                start: line.start_period,
-            }
         if self.client.dialect == "wefact":
             # WeFact takes a line's VAT by code; its default codes are V<percentage>.
             params["TaxCode"] = f"V{line.tax_percentage}"
@@ -426,7 +490,7 @@ class SalesLedger(_ApiLedger):
             return known
         if not await self._debtor_exists(source.party):
             fields = {key: value for key, value in source.party_details.items() if key in DEBTOR_FIELDS}
-            params = {"DebtorCode": source.party, **fields, **INERT_DEBTOR}
+            params = {"DebtorCode": source.party, **fields, **INERT_DEBTOR[self.client.dialect]}
             try:
                 await self.call("debtor", "add", params, source.party)
             except PermanentError:
@@ -452,8 +516,8 @@ class PurchaseLedger(_ApiLedger):
     controller = "creditinvoice"
     line_controller = "creditinvoiceline"
     # Our own number in the target is CreditInvoiceCode, which the target hands out; the supplier's number
-    # (the source's InvoiceCode) must be unique per creditor.
-    number_key = "InvoiceCode"
+    # (the source's InvoiceCode) is never refused (creditinvoice::is_freeExt only warns).
+    number_key = None
     statuses = PURCHASE_STATUSES
     party_key = "CreditorCode"
     # HostFact's creditinvoice markaspaid sets AmountPaid to 0: a paid one's amount says nothing.
@@ -463,25 +527,26 @@ class PurchaseLedger(_ApiLedger):
         super().__init__(client, ids, calls)
         self.creditor = creditor
 
+    @property
+    def marker_field(self) -> str:
+        # WeFact's purchase invoices have no ReferenceNumber; "Comment" (Interne notitie) is a documented
+        # field of creditinvoice add, show and list rows (wefact.nl/api/inkoopfacturen/*).
+        return "Comment" if self.client.dialect == "wefact" else "ReferenceNumber"
+
     def represent(self, source: Invoice) -> Invoice:
         """Purchase lines hold a number, a description, a price and a VAT rate, nothing more
-        (creditinvoice_api_controller): periods fold into the price, and discounts (the line's and the
-        invoice's) become lines of their own with the amounts HostFact computes
-        (functions.php::getLineAmount, calculateFinancialTotals), so the totals stay the source's."""
+        (creditinvoice_api_controller), and WeFact's not even a number: periods fold into the price (and
+        WeFact's quantities too), and discounts (the line's and the invoice's) become lines of their own with
+        the amounts HostFact computes (functions.php::getLineAmount, calculateFinancialTotals), so the totals
+        stay the source's."""
         lines: list[Line] = []
         for line in source.lines:
-            lines.append(
-                Line(
-                    line.description,
-                    line.quantity,
-                    number(line.price_excl * line.periods),
-                    line.tax_percentage,
-                )
-            )
+            plain = without_periods(line)
+            lines.append(replace(plain, discount_percentage=Decimal(0), identifier=""))
             if line.discount_percentage:
                 gross = line.price_excl * line.periods * line.quantity
                 off = -cents(gross * line.discount_percentage / 100)
-                what = f"Korting {line.discount_percentage}% op {line.description}"
+                what = f"Korting {line.discount_percentage}% op {plain.description}"
                 lines.append(Line(what, Decimal(1), number(off), line.tax_percentage))
         if source.discount:
             per_rate: dict[Decimal, Decimal] = {}
@@ -491,7 +556,35 @@ class PurchaseLedger(_ApiLedger):
                 off = cents(subtotal - subtotal * source.discount / 100) - subtotal
                 if off:
                     lines.append(Line(f"Korting {source.discount}%", Decimal(1), number(off), rate))
+        if self.client.dialect == "wefact":
+            lines = [_one_of(line) for line in lines]
         return replace(source, lines=tuple(lines), discount=ZERO, vat_calc_method="excl")
+
+    def _line_params(self, line: Line) -> dict[str, Any]:
+        if self.client.dialect == "wefact":
+            # WeFact's purchase lines take Description, PriceExcl and a purchase VAT code, no Number and no
+            # TaxPercentage (wefact.nl/api/inkoopfacturen/toevoegen); its default codes are I<percentage>.
+            return {
+                "Description": line.description,
+                "PriceExcl": str(line.price_excl),
+                "TaxCode": f"I{line.tax_percentage}",
+            }
+        return super()._line_params(line)
+
+    async def _with_lines(self, mirror: Invoice, action: str, lines: list[dict[str, Any]]) -> Applied:
+        if self.client.dialect == "wefact":
+            # Without it WeFact keeps AmountIncl as it was (creditinvoiceline add/delete: "standaard 'no'").
+            answer = await self.call(
+                self.line_controller,
+                action,
+                {"Identifier": mirror.id, "InvoiceLines": lines, "RecalculateInclTotalAmount": "yes"},
+                f"{len(lines)} line(s)",
+            )
+            return Applied(self.document(answer))
+        await super()._with_lines(mirror, action, lines)
+        # HostFact's creditinvoiceline add/delete recompute AmountExcl but leave AmountIncl as it was
+        # (creditinvoice::edit); an edit of the purchase invoice recomputes both.
+        return await self._edit(mirror, {})
 
     async def _create(self, source: Invoice, marker: str) -> Applied:
         params = self._document(source, marker) | {"Status": 0 if source.is_draft else 1}
@@ -526,7 +619,7 @@ class PurchaseLedger(_ApiLedger):
             "InvoiceCode": source.code,
             "Date": source.date,
             "Term": source.term,
-            "ReferenceNumber": marker,
+            self.marker_field: marker,
             "InvoiceLines": [self._line_params(line) for line in source.lines],
         }
 
@@ -552,9 +645,24 @@ class PurchaseLedger(_ApiLedger):
         return Applied(replace(mirror, status=Status.CANCELLED), credit, fresh=False)
 
 
-def ledger_for(route: Route, client: ApiClient, ids: IdMap, calls: list[str], party: str) -> Ledger:
+def _one_of(line: Line) -> Line:
+    """A line as one unit of its whole amount, its quantity in the description: for WeFact purchase lines."""
+    if line.quantity == 1:
+        return line
+    return replace(
+        line,
+        description=f"{line.quantity} × {line.description}",
+        quantity=Decimal(1),
+        price_excl=line.amount_excl(),
+    )
+
+
+def ledger_for(
+    route: Route, client: ApiClient, ids: IdMap, calls: list[str], party: str | None = None
+) -> Ledger:
     """The adapter for ``route``'s target; ``party`` is the source invoice's debtor (a purchase route
-    books it for the creditor mapped to that debtor)."""
+    books it for the creditor mapped to that debtor; without one, the ledger only reads)."""
     if route.ledger == "purchase":
-        return PurchaseLedger(client, ids, calls, creditor=route.creditors[party])
+        creditor = route.creditors[party] if party is not None else ""
+        return PurchaseLedger(client, ids, calls, creditor=creditor)
     return SalesLedger(client, ids, calls)

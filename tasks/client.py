@@ -149,6 +149,13 @@ class Throttle(Protocol):
         """Learn the budget the server reports, so the shared limiter can slow down before a 403 ban."""
 
 
+def api_session(**options: Any) -> aiohttp.ClientSession:
+    """The HTTP session for API clients: it keeps no cookies. HostFact starts a PHP session on every API call
+    (Pro/config.php); sent back, its cookie would serialise concurrent calls on PHP's session lock and carry
+    session caches (tax rates, language) from one call into the next."""
+    return aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), **options)
+
+
 class ApiClient:
     """Talks to one administration. Share one ``aiohttp.ClientSession`` between clients where possible."""
 
@@ -375,7 +382,7 @@ class ApiClient:
         if self._session is None or self._session.closed:
             if not self._owns_session:
                 raise RuntimeError("the session passed to ApiClient is closed")
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._session = api_session(timeout=self._timeout)
         return self._session
 
     def _observe(self, headers: CIMultiDictProxy[str]) -> None:

@@ -41,6 +41,9 @@ class Ledger(Protocol):
     async def find(self, marker: str) -> tuple[Invoice | None, Invoice | None]:
         """The mirror carrying ``marker``, and the credit invoice made from it, if any."""
 
+    async def marked(self, prefix: str) -> list[tuple[str, str]]:
+        """(marker, document id) of every mirror whose marker starts with ``prefix``."""
+
     async def apply(self, step: Step, source: Invoice, mirror: Invoice | None, marker: str) -> Applied:
         """Make the step's API call(s)."""
 

@@ -15,13 +15,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import aiohttp
 import structlog
 from arq import Retry
 from arq.connections import RedisSettings
 from arq.worker import func
 
-from tasks.client import ApiClient
+from tasks.client import ApiClient, api_session
 from tasks.errors import ApiError, BannedError, RateLimited, TransientError
 from tasks.hooks import InvoiceCreditedHook, parse_hook
 from tasks.sync import SyncResult, sync_invoice
@@ -65,7 +64,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     admins += [settings.target(name) for name in settings.targets]
     throttle = SharedRateLimit(redis, {admin.name: admin.rate_limit_per_minute for admin in admins})
     ctx["throttle"] = throttle
-    session = aiohttp.ClientSession()
+    session = api_session()
     ctx["session"] = session
     ctx["clients"] = {
         admin.name: ApiClient(admin, session=session, throttle=throttle, on_call=observe_api_call)

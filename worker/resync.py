@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import aiohttp
 from redis.asyncio import Redis
 
 from tasks.audit import AuditReport, Drift, audit_route
 from tasks.backfill import source_invoices, to_mirror
-from tasks.client import ApiClient
+from tasks.client import ApiClient, api_session
 from tasks.model import Route
 from worker import keys
 from worker.config import Settings
@@ -73,7 +72,7 @@ async def route_clients(
         {source.name: source.rate_limit_per_minute, target.name: target.rate_limit_per_minute},
         max_wait=CLI_MAX_WAIT,
     )
-    async with aiohttp.ClientSession() as session:
+    async with api_session() as session:
         yield (
             ApiClient(source, session=session, throttle=throttle),
             ApiClient(target, session=session, throttle=throttle),
