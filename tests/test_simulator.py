@@ -710,7 +710,10 @@ async def test_debtors_and_creditors(sim: RunningSimulator, hf: Api, wf: Api) ->
     assert (first["DebtorCode"], second["DebtorCode"]) == ("DB0001", "DB0002")
     assert (await hf.ok("debtor", "show", DebtorCode="DB0002"))["debtor"]["CompanyName"] == "Beta BV"
     assert (await hf.ok("debtor", "list", searchfor="alpha"))["debtors"][0]["DebtorCode"] == "DB0001"
-    assert await hf.error("debtor", "show", Identifier=7) == ["Invalid identifier for debtor"]
+    # debtor::show's own text (en_EN "invalid identifier for debtor" reads "...for client"), and by code
+    # api_controller::_get_debtor_id's "Unknown client number".
+    assert await hf.error("debtor", "show", Identifier=7) == ["Invalid identifier for client"]
+    assert await hf.error("debtor", "show", DebtorCode="DB0404") == ["Unknown client number"]
     assert await hf.error("debtor", "add", DebtorCode="DB0001") == ["Client number DB0001 is already in use"]
     creditor = (await hf.ok("creditor", "add", CompanyName="Supplier BV"))["creditor"]
     assert creditor["CreditorCode"] == "CD0001"

@@ -183,7 +183,7 @@ async def _run(
         try:
             await asyncio.wait_for(lock.acquire(), timeout=admin.concurrency_wait)
         except TimeoutError:
-            call.errors = translate_all([CONCURRENT_CALLS], language)
+            call.errors = translate_all([CONCURRENT_CALLS], language, admin.dialect)
             return error_body(UNROUTED, UNROUTED, call.errors)
     try:
         if controller not in ACTIONS:
@@ -195,11 +195,11 @@ async def _run(
         try:
             outcome = admin.execute(controller, action, raw)
         except ApiFailure as failure:
-            call.errors = translate_all(failure.errors, language)
+            call.errors = translate_all(failure.errors, language, admin.dialect)
             return error_body(controller, action, call.errors)
-        outcome.success = translate_all(outcome.success, language)
+        outcome.success = translate_all(outcome.success, language, admin.dialect)
         if outcome.warning:
-            outcome.warning = translate_all(outcome.warning, language)
+            outcome.warning = translate_all(outcome.warning, language, admin.dialect)
         call.applied = outcome.changed
         body = success_body(controller, action, outcome)
         await _fire_hooks(admin, outcome)
@@ -267,7 +267,7 @@ async def _apply_fault(
         )
     if kind == "concurrent":
         call.http_status = 200
-        call.errors = translate_all([CONCURRENT_CALLS], _language(request, admin))
+        call.errors = translate_all([CONCURRENT_CALLS], _language(request, admin), admin.dialect)
         return _json(error_body(UNROUTED, UNROUTED, call.errors), headers=headers)
     # timeout: hang past the client's patience, then drop the line; the call is not applied.
     try:

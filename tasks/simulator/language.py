@@ -24,6 +24,7 @@ LANGUAGES: Final = ("nl_NL", "en_EN")
 _TEXTS: Final[tuple[tuple[str, str], ...]] = (
     ("Invalid identifier for invoice", "Ongeldige identifier voor factuur"),
     ("Invalid identifier for debtor", "Ongeldige identifier voor debiteur"),
+    ("Invalid identifier for client", "Ongeldige identifier voor klant"),
     ("Unknown client number", "Onbekend debiteurnummer"),
     ("Invalid identifier for supplier", "Ongeldige identifier voor crediteur"),
     ("Invalid identifier for purchasing invoice", "Ongeldige identifier voor inkoopfactuur"),
@@ -147,13 +148,17 @@ _ALWAYS_ENGLISH: Final = (
 )
 
 
-@cache
-def _patterns() -> tuple[tuple[re.Pattern[str], str], ...]:
+def _compile(texts: Iterable[tuple[str, str]]) -> tuple[tuple[re.Pattern[str], str], ...]:
     compiled = []
-    for english, dutch in _TEXTS:
+    for english, dutch in texts:
         parts = [re.escape(part) for part in english.split("{}")]
         compiled.append((re.compile("(.*?)".join(parts)), dutch))
     return tuple(compiled)
+
+
+@cache
+def _patterns() -> tuple[tuple[re.Pattern[str], str], ...]:
+    return _compile(_TEXTS)
 
 
 def language_of(dialect: Dialect, requested: str | None) -> Language:
@@ -170,16 +175,29 @@ def has_translation(message: str) -> bool:
     )
 
 
-def translate(message: str, language: Language) -> str:
+# Where WeFact's Dutch differs from HostFact's (documentation examples).
+_WEFACT_TEXTS: Final[tuple[tuple[str, str], ...]] = (
+    # doc (WeFact invoice partpayment): "Deelbetaling factuur F0001 is verwerkt", without HostFact's "bij".
+    ("The partly payment of invoice {} has been processed.", "Deelbetaling factuur {} is verwerkt"),
+)
+
+
+@cache
+def _wefact_patterns() -> tuple[tuple[re.Pattern[str], str], ...]:
+    return _compile(_WEFACT_TEXTS)
+
+
+def translate(message: str, language: Language, dialect: Dialect = "hostfact") -> str:
     """``message`` (an en_EN text the actions raise) as the API prints it in ``language``."""
     if language == "en_EN" or any(p.fullmatch(message) for p in _ALWAYS_ENGLISH):
         return message
-    for pattern, dutch in _patterns():
+    patterns = _patterns() if dialect == "hostfact" else _wefact_patterns() + _patterns()
+    for pattern, dutch in patterns:
         match = pattern.fullmatch(message)
         if match is not None:
             return dutch.format(*match.groups())
     return message
 
 
-def translate_all(messages: Iterable[str], language: Language) -> list[str]:
-    return [translate(message, language) for message in messages]
+def translate_all(messages: Iterable[str], language: Language, dialect: Dialect = "hostfact") -> list[str]:
+    return [translate(message, language, dialect) for message in messages]

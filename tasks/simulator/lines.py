@@ -23,8 +23,9 @@ _TAX_CODE = re.compile(r"[VvIi](\d+(?:\.\d+)?)")
 
 
 def debtor_rate(store: Store, debtor: Mapping[str, Any] | None, rate: Decimal) -> Decimal:
-    """The VAT rate a new line for ``debtor`` gets: config.php::btwcheck, run by invoiceelement::add."""
-    if debtor is None:
+    """The VAT rate a new line for ``debtor`` gets: config.php::btwcheck, run by invoiceelement::add. WeFact
+    takes a line's VAT by its code and documents no rule that overrides it."""
+    if debtor is None or store.dialect == "wefact":
         return rate
     taxable = debtor.get("Taxable", "auto")
     if taxable == "no":
@@ -84,6 +85,19 @@ def new_line(
         if wefact:
             line.update({"TaxCode": "I21", "CostCategory": "", "StartDate": "", "EndDate": ""})
     update_line(store, kind, line, given)
+    if kind == "sales" and line["Periodic"] and not line["PeriodicID"]:
+        # invoiceelement::add: a new line with a period unit becomes a subscription that bills again from
+        # the day after its period ends.
+        subscription_id = store.new_id("subscriptions")
+        store.subscriptions[subscription_id] = {
+            "Identifier": subscription_id,
+            "Description": line["Description"],
+            "PriceExcl": line["PriceExcl"],
+            "Periods": line["Periods"],
+            "Periodic": line["Periodic"],
+            "StartPeriod": line["EndPeriod"],
+        }
+        line["PeriodicID"] = subscription_id
     if kind == "sales":
         rate = debtor_rate(store, debtor, line["TaxPercentage"])
         if rate != line["TaxPercentage"]:

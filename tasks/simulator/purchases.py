@@ -106,9 +106,11 @@ def add(store: Store, params: Params) -> Outcome:
         "AmountIncl": ZERO,
         "AmountPaid": ZERO,
         "Authorisation": creditor.get("Authorisation", "no"),
-        "Private": ZERO,
-        "PrivatePercentage": 0,
-        "ReferenceNumber": "",
+        **(
+            {"Comment": ""}
+            if store.dialect == "wefact"
+            else {"Private": ZERO, "PrivatePercentage": 0, "ReferenceNumber": ""}
+        ),
         "PayDate": "",
         "InvoiceLines": [],
         "Created": now,
@@ -117,7 +119,9 @@ def add(store: Store, params: Params) -> Outcome:
     }
     if store.dialect == "wefact":
         record.update({"SubStatus": "", "AuthorisationStatus": "", "PaymentMethod": "", "Currency": "EUR"})
-    record.update({k: v for k, v in given.items() if k not in _NOT_COPIED})
+    # HostFact's creditinvoice add reads Term from an undefined variable: the creditor's term stays.
+    copied = _NOT_COPIED | ({"Term"} if store.dialect == "hostfact" else set())
+    record.update({k: v for k, v in given.items() if k not in copied})
     _check_status(store, record["Status"])
     code = given.get("CreditInvoiceCode", "")
     if not code:
@@ -222,6 +226,14 @@ def markaspaid(store: Store, params: Params) -> Outcome:
 # -- creditinvoiceline ---------------------------------------------------------------------------------------
 
 
+def _keep_stale_total(store: Store, params: Params, before: Record, record: Record) -> None:
+    """Line changes recompute AmountExcl but leave AmountIncl as it was: HostFact's until the purchase invoice
+    is edited (creditinvoice::edit), WeFact's unless RecalculateInclTotalAmount is "yes"."""
+    if store.dialect == "wefact" and params.text("RecalculateInclTotalAmount") == "yes":
+        return
+    record["AmountIncl"] = before["AmountIncl"]
+
+
 def _line_rows(store: Store, params: Params) -> list[dict[str, Any]]:
     if params.rows("InvoiceLines") is None:
         raise ApiFailure("Invalid type for 'InvoiceLines'")
@@ -236,6 +248,7 @@ def line_add(store: Store, params: Params) -> Outcome:
         raise ApiFailure("Invalid type for 'InvoiceLines'")
     record = copy.deepcopy(original)
     added = apply_lines(store, "purchase", record, rows, owners=(), default_date=record["Date"])
+    _keep_stale_total(store, params, original, record)
     _commit(store, original, record)
     return Outcome(
         key="creditinvoice",
@@ -270,6 +283,7 @@ def line_delete(store: Store, params: Params) -> Outcome:
     record = copy.deepcopy(original)
     record["InvoiceLines"] = [line for line in record["InvoiceLines"] if line["Identifier"] not in ids]
     recompute(record, "purchase")
+    _keep_stale_total(store, params, original, record)
     _commit(store, original, record)
     return Outcome(
         key="creditinvoice",

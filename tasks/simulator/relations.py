@@ -73,7 +73,7 @@ def creditor_for(store: Store, params: Params) -> Record:
 
 def _debtor(store: Store, params: Params) -> Record:
     """debtor show/edit: api_controller::_get_debtor_id(Identifier), then by DebtorCode ("Unknown client
-    number" when no debtor has it), else "Invalid identifier for debtor" (debtor::show)."""
+    number" when no debtor has it), else debtor::show's "Invalid identifier for client"."""
     debtor_id = to_int(params.get("Identifier"))
     found = store.debtors.get(debtor_id) if debtor_id else None
     if found is None and not debtor_id and params.text("DebtorCode"):
@@ -81,7 +81,7 @@ def _debtor(store: Store, params: Params) -> Record:
         if found is None:
             raise ApiFailure("Unknown client number")
     if found is None:
-        raise ApiFailure("Invalid identifier for debtor")
+        raise ApiFailure("Invalid identifier for client")
     return found
 
 
@@ -127,6 +127,9 @@ def debtor_add(store: Store, params: Params) -> Outcome:
         "InvoiceAuthorisation": "no",
         # "auto": the tax rules decide; "yes": always the line's rate; "no": never VAT (btwcheck).
         "Taxable": "auto",
+        # debtor add's defaults: a client-area login (username = DebtorCode) and the mailing list.
+        "ActiveLogin": "yes",
+        "Mailing": "yes",
         "Comment": "",
         "Created": now,
         "Modified": now,

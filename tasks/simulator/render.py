@@ -78,7 +78,7 @@ _HF_CREDITINVOICE = (
 _WF_CREDITINVOICE = (
     "Identifier CreditInvoiceCode InvoiceCode Creditor CreditorCode Status SubStatus Date Term AmountExcl "
     "AmountTax AmountIncl AmountPaid AmountOutstanding PaymentMethod Currency Authorisation "
-    "AuthorisationStatus Private PrivatePercentage ReferenceNumber PayDate InvoiceLines Created Modified"
+    "AuthorisationStatus PayDate Comment InvoiceLines Created Modified"
 ).split()
 _HF_CREDITINVOICE_LINE = "Identifier Number Description PriceExcl TaxPercentage".split()
 _WF_CREDITINVOICE_LINE = (
@@ -90,7 +90,7 @@ _HF_CREDITINVOICE_ROW = (
 ).split()
 _WF_CREDITINVOICE_ROW = (
     "Identifier CreditInvoiceCode InvoiceCode Creditor CompanyName Initials SurName Date AmountExcl "
-    "AmountIncl AmountPaid AmountOutstanding Term Authorisation PayDate PayBefore Status Modified"
+    "AmountIncl AmountPaid AmountOutstanding Term Authorisation PayDate PayBefore Status Comment Modified"
 ).split()
 
 _DEBTOR_ROW = "Identifier DebtorCode CompanyName Initials SurName EmailAddress Modified".split()

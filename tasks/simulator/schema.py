@@ -128,10 +128,15 @@ CREDITINVOICE: dict[str, Kind] = {
     "Created": "readonly",
     "Modified": "readonly",
 }
+# WeFact's purchase invoice has no ReferenceNumber, Private or PrivatePercentage, and a Comment ("Interne
+# notitie"), wefact.nl/api/inkoopfacturen/toevoegen.
 WEFACT_CREDITINVOICE: dict[str, Kind] = {
-    **CREDITINVOICE,
+    **{
+        k: v for k, v in CREDITINVOICE.items() if k not in ("ReferenceNumber", "Private", "PrivatePercentage")
+    },
     "PaymentMethod": "string",
     "Currency": "string",
+    "Comment": "string",
     "AmountOutstanding": "readonly",
 }
 
@@ -142,8 +147,11 @@ CREDITINVOICE_LINE: dict[str, Kind] = {
     "PriceExcl": "float",
     "TaxPercentage": "float",
 }
+# WeFact's purchase lines take no Number and no TaxPercentage: the VAT by code, the line's total as PriceExcl.
 WEFACT_CREDITINVOICE_LINE: dict[str, Kind] = {
-    **CREDITINVOICE_LINE,
+    "Identifier": "int",
+    "Description": "string",
+    "PriceExcl": "float",
     "TaxCode": "string",
     "CostCategory": "string",
     "StartDate": "date",
@@ -162,6 +170,8 @@ DEBTOR: dict[str, Kind] = {
     "InvoiceTerm": "int",
     "InvoiceAuthorisation": "string",
     "Taxable": "string",
+    "ActiveLogin": "string",
+    "Mailing": "string",
     "Comment": "string",
     "Created": "readonly",
     "Modified": "readonly",

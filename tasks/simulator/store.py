@@ -79,6 +79,9 @@ class Store:
     rules: TargetRules = field(default_factory=TargetRules)
     # Invoices put in the direct-debit batch (rules.direct_debit).
     sdd_batch: set[int] = field(default_factory=set)
+    # Subscriptions (HostFact_PeriodicElements) made by invoice lines with PeriodicType "period": the
+    # administration bills each again when its next period starts.
+    subscriptions: dict[int, Record] = field(default_factory=dict)
     _last_id: dict[str, int] = field(default_factory=dict)
     _highest: dict[Sequence, int] = field(default_factory=dict)
 
@@ -87,6 +90,7 @@ class Store:
             table.clear()
         self.hidden.clear()
         self.sdd_batch.clear()
+        self.subscriptions.clear()
         self._last_id.clear()
         self._highest.clear()
 
