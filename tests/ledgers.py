@@ -80,20 +80,40 @@ def credit_notes_of(target: SimAdministration, source_name: str, identifier: int
     ]
 
 
+# How a mirror names a subscription line's period (Dutch, as on the invoice): the oracle for
+# `tasks.adapters.without_periods`, written out here on purpose.
+_UNITS = {
+    "d": ("dag", "dagen"),
+    "w": ("week", "weken"),
+    "m": ("maand", "maanden"),
+    "k": ("kwartaal", "kwartalen"),
+    "h": ("halfjaar", "halfjaren"),
+    "j": ("jaar", "jaar"),
+    "t": ("twee jaar", "keer twee jaar"),
+}
+
+
 def lines(invoice: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-    return [
-        (
-            str(line["Description"]),
-            _decimal(line["Number"]),
-            _decimal(line["PriceExcl"]),
-            _decimal(line["TaxPercentage"]),
-            _decimal(line.get("DiscountPercentage", 0)),
-            line.get("Periods", 1),
-            line.get("Periodic", ""),
-            line.get("StartPeriod", ""),
+    """An invoice's lines as a mirror must hold them: a subscription line (a target would make a
+    subscription of it) as one plain line of all its periods, the period in its description."""
+    out = []
+    for line in invoice["InvoiceLines"]:
+        description, price = str(line["Description"]), _decimal(line["PriceExcl"])
+        if line.get("Periodic"):
+            periods = int(line["Periods"])
+            unit = _UNITS[line["Periodic"]][0 if periods == 1 else 1]
+            description = f"{description} ({periods} {unit} vanaf {line['StartPeriod']})"
+            price *= periods
+        out.append(
+            (
+                description,
+                _decimal(line["Number"]),
+                price.normalize(),
+                _decimal(line["TaxPercentage"]),
+                _decimal(line.get("DiscountPercentage", 0)),
+            )
         )
-        for line in invoice["InvoiceLines"]
-    ]
+    return out
 
 
 def describe(admin: SimAdministration, invoice: Mapping[str, Any]) -> str:
