@@ -574,9 +574,10 @@ async def test_credit(sim: RunningSimulator, hf: Api) -> None:
     await hf.ok("invoice", "partpayment", InvoiceCode="F0001", AmountPaid=10)
     await sent_invoice(hf)
     envelope = await hf.ok("invoice", "credit", InvoiceCode="F0001")
+    # invoice_api_controller::credit_api_action: the original's message first.
     assert envelope["success"] == [
-        "Credit invoice F0003 has been created",
         "Invoice F0001 is credited and set on status 'cancelled'",
+        "Invoice F0003 has been created successfully",
     ]
     credit = envelope["invoice"]
     assert (credit["InvoiceCode"], credit["Status"], credit["Sent"]) == ("F0003", "8", "0")
@@ -585,7 +586,9 @@ async def test_credit(sim: RunningSimulator, hf: Api) -> None:
         "-199.65",
         "0.00",
     )
-    assert [line["PriceExcl"] for line in credit["InvoiceLines"]] == ["-150", "-15"]
+    # Every line negated, and the CREDIT_TEXT line at 0 that names the original (installation.sql's default).
+    assert [line["PriceExcl"] for line in credit["InvoiceLines"]] == ["-150", "-15", "0"]
+    assert credit["InvoiceLines"][2]["Description"] == "Corresponderende factuur: F0001"
     shown = (await hf.ok("invoice", "show", Identifier=original["Identifier"]))["invoice"]
     assert (shown["Status"], shown["AmountPaid"]) == ("9", "0.00")
     assert sim.admin("source").invoice_by_code("F0003")["CorrespondingInvoice"] == int(original["Identifier"])

@@ -418,14 +418,13 @@ def credit(store: Store, params: Params) -> Outcome:
             "SubStatus": "",
             "Date": today,
             "AmountPaid": ZERO,
-            "SentDate": "",
             "Sent": 0,
             "Reminders": 0,
             "ReminderDate": "",
             "Summations": 0,
             "SummationDate": "",
             "PaymentMethod": "",
-            "PayDate": "",
+            "Authorisation": "no",
             "TransactionID": "",
             "Created": now,
             "Modified": now,
@@ -436,6 +435,12 @@ def credit(store: Store, params: Params) -> Outcome:
     for line in original["InvoiceLines"]:
         negated = {k: v for k, v in line.items() if k != "Identifier"} | {"PriceExcl": -line["PriceExcl"]}
         credit_invoice["InvoiceLines"].append(new_line(store, "sales", negated, default_date=today))
+    if store.credit_text and store.dialect == "hostfact":
+        # The CREDIT_TEXT setting (installation.sql's default names the original), at price 0.
+        text = store.credit_text.replace("[invoice->InvoiceCode]", code)
+        credit_invoice["InvoiceLines"].append(
+            new_line(store, "sales", {"Description": text, "PriceExcl": ZERO}, default_date=today)
+        )
     recompute(credit_invoice, "sales")
     _insert(store, credit_invoice)
     original.update({"Status": 9, "AmountPaid": ZERO, "Modified": now})
@@ -446,9 +451,10 @@ def credit(store: Store, params: Params) -> Outcome:
     return Outcome(
         key="invoice",
         payload=_show(store, credit_invoice),
+        # invoice_api_controller::credit_api_action: the original's message first.
         success=[
-            f"Credit invoice {credit_invoice['InvoiceCode']} has been created",
             f"Invoice {code} is credited and set on status 'cancelled'",
+            f"Invoice {credit_invoice['InvoiceCode']} has been created successfully",
         ],
         hooks=[("invoice_is_created", hook_ref(credit_invoice)), ("invoice_is_credited", credited)],
         record=credit_invoice,

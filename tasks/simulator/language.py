@@ -61,7 +61,7 @@ _TEXTS: Final[tuple[tuple[str, str], ...]] = (
     ),
     ("It is not possible to credit draft invoice {}", "Het is niet mogelijk conceptfactuur {} te crediteren"),
     # doc (WeFact): "Creditfactuur F2024-0002 is aangemaakt", "Factuur F2024-0001 is gecrediteerd."
-    ("Credit invoice {} has been created", "Creditfactuur {} is aangemaakt"),
+    ("Invoice {} has been created successfully", "Creditfactuur {} is aangemaakt"),
     ("Invoice {} is credited and set on status 'cancelled'", "Factuur {} is gecrediteerd."),
     ("Invoice {} has been sent by e-mail", "Factuur {} is per e-mail verstuurd"),
     (

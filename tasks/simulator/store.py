@@ -82,6 +82,9 @@ class Store:
     # Subscriptions (HostFact_PeriodicElements) made by invoice lines with PeriodicType "period": the
     # administration bills each again when its next period starts.
     subscriptions: dict[int, Record] = field(default_factory=dict)
+    # HostFact's CREDIT_TEXT setting: a line at price 0 on every credit invoice (installation.sql's default);
+    # "" for none.
+    credit_text: str = "Corresponderende factuur: [invoice->InvoiceCode]"
     _last_id: dict[str, int] = field(default_factory=dict)
     _highest: dict[Sequence, int] = field(default_factory=dict)
 
