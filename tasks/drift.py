@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tasks.invoice import Invoice, Line, Status, lines_to_add, lines_to_remove
-
-_SETTLED = (Status.CANCELLED, Status.CREDIT)
+from tasks.invoice import SETTLED, Invoice, Line, Status, lines_to_add, lines_to_remove
 
 
 @dataclass(frozen=True)
@@ -35,7 +33,7 @@ def compare(
     found: list[Difference] = []
     if mirror.status is not source.status:
         found.append(Difference("status", source.status.value, mirror.status.value))
-    if source.status is Status.CANCELLED or mirror.status in _SETTLED:
+    if source.status is Status.CANCELLED or mirror.status in SETTLED:
         # A credited invoice's amounts are the credit's business, not the original's.
         return found
     if mirror.code != source.code and not source.is_draft:

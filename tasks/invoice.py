@@ -29,6 +29,10 @@ class Status(Enum):
     CANCELLED = "cancelled"  # credited in full
 
 
+# A document whose story is told: a credit invoice, or an original credited in full. Nothing more is mirrored.
+SETTLED = frozenset({Status.CANCELLED, Status.CREDIT})
+
+
 def money(value: object) -> Decimal:
     """An API amount ("199.65", 199.65, "0") as cents."""
     text = str(value).strip() if value is not None else ""

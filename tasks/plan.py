@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
-from tasks.invoice import ZERO, Invoice, Line, Status, lines_to_add, lines_to_remove
+from tasks.invoice import SETTLED, ZERO, Invoice, Line, Status, lines_to_add, lines_to_remove
 
 
 @dataclass(frozen=True)
@@ -72,8 +72,6 @@ class Credit:
 
 Step = CreateMirror | Finalise | EditHeader | AddLines | RemoveLines | Pay | MarkPaid | MarkUnpaid | Credit
 
-_SETTLED = (Status.CANCELLED, Status.CREDIT)
-
 
 def next_step(source: Invoice, mirror: Invoice | None, *, paid_keeps_amount: bool = True) -> Step | None:
     """The next change that brings ``mirror`` closer to ``source``, or None when they agree.
@@ -83,7 +81,7 @@ def next_step(source: Invoice, mirror: Invoice | None, *, paid_keeps_amount: boo
     """
     if mirror is None:
         return CreateMirror()
-    if mirror.status in _SETTLED:
+    if mirror.status in SETTLED:
         return None
     # A draft mirror is made final first: the source is no longer a draft, and a draft cannot be credited.
     if mirror.status is Status.DRAFT and not source.is_draft:
@@ -140,7 +138,8 @@ def predict(step: Step, source: Invoice, mirror: Invoice | None) -> Invoice:
     if isinstance(step, AddLines):
         return replace(mirror, lines=mirror.lines + step.lines)
     if isinstance(step, RemoveLines):
-        return replace(mirror, lines=tuple(lines_to_remove(mirror.lines, step.lines)))
+        # The mirror's lines less the removed ones: those of the mirror that ``step.lines`` does not hold.
+        return replace(mirror, lines=tuple(lines_to_remove(step.lines, mirror.lines)))
     if isinstance(step, Pay):
         paid = mirror.amount_paid + step.amount
         if paid == mirror.amount_incl:
