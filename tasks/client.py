@@ -22,6 +22,7 @@ from yarl import URL
 from tasks.errors import ApiError, BannedError, PermanentError, RateLimited, TransientError
 from tasks.model import Administration
 from tasks.protocol import Dialect, encode_form
+from tasks.redact import Redactor
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +31,9 @@ Rows = list[Row]
 
 # How much of a response body an exchange keeps: enough to read an HTML error page's title or an envelope.
 EXCERPT_CHARS: Final = 2048
-REDACTED: Final = "***"
 
 # Body fields the client owns; a caller passing one would either leak or override the credentials.
 _RESERVED: Final = frozenset({"api_key", "controller", "action"})
-# Param names whose values never leave the process in an exchange or a log line.
-_SECRET_NAMES: Final = frozenset({"api_key", "apikey", "password", "secret", "token"})
 
 
 # The singular `code` parameter of `show` per controller; HostFact falls back to the lowercase key otherwise.
@@ -177,6 +175,7 @@ class ApiClient:
         self._session = session
         self._owns_session = session is None
         self._throttle = throttle
+        self._redactor = Redactor([admin.api_key.get_secret_value()])
         url = URL(str(admin.api_url))
         self._url = url if self.traits.language is None else url.update_query(language=self.traits.language)
         # Per request rather than per session, so a shared session still honours this administration's limits.
@@ -477,20 +476,16 @@ class ApiClient:
 
     def _scrub(self, text: str) -> str:
         # Belt and braces: the key is never sent back on purpose, but a server or proxy may echo the body.
-        key = self.admin.api_key.get_secret_value()
-        return text.replace(key, REDACTED) if key else text
+        return self._redactor.text(text)
 
     def _redact(self, value: Any) -> Any:
+        # Decimals, dates and the like become text: the runtime stores exchanges as JSON.
         if isinstance(value, Mapping):
-            return {
-                str(key): REDACTED if str(key).lower() in _SECRET_NAMES else self._redact(item)
-                for key, item in value.items()
-            }
+            return self._redactor.value({str(key): self._redact(item) for key, item in value.items()})
         if isinstance(value, list | tuple):
             return [self._redact(item) for item in value]
         if value is None or isinstance(value, bool | int | float):
             return value
-        # Decimals, dates and the like become text: the runtime stores exchanges as JSON.
         return self._scrub(str(value))
 
 

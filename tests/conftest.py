@@ -117,7 +117,7 @@ async def listener(redis: Redis, redis_url: str) -> AsyncIterator[Listener]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     host, port = runner.addresses[0][:2]
-    store = EventStore(redis, dedup_ttl=settings.dedup_ttl, job_expiry_ms=settings.job_expiry_ms)
+    store = EventStore.for_settings(redis, settings)
     async with aiohttp.ClientSession() as session:
         yield Listener(f"http://{host}:{port}", settings, store, session)
     await runner.cleanup()

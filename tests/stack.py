@@ -107,7 +107,7 @@ async def running_stack(
         from redis.asyncio import Redis
 
         redis = Redis.from_url(redis_url)
-        store = EventStore(redis, dedup_ttl=settings.dedup_ttl, job_expiry_ms=settings.job_expiry_ms)
+        store = EventStore.for_settings(redis, settings)
         try:
             async with ApiClient(settings.source("hostfact")) as source:
                 yield Stack(settings, store, hostfact, target, source, running)

@@ -179,7 +179,7 @@ async def test_sigterm_to_the_supervisor_mid_job_loses_nothing(
             _, stderr = await asyncio.wait_for(supervisor.communicate(), timeout=20)
             assert supervisor.returncode == 0, stderr.decode()[-2000:]
 
-            store = EventStore(redis, dedup_ttl=settings.dedup_ttl, job_expiry_ms=settings.job_expiry_ms)
+            store = EventStore.for_settings(redis, settings)
             (event_id,) = await store.ids()
             event = await store.get(event_id)
             assert event is not None and event.status not in FINAL, "the cancelled job must not be settled"

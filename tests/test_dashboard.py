@@ -128,7 +128,7 @@ async def open_dashboard(redis: Redis, redis_url: str) -> AsyncIterator[Any]:
         host, port = runner.addresses[0][:2]
         session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
         sessions.append(session)
-        store = EventStore(redis, dedup_ttl=settings.dedup_ttl, job_expiry_ms=settings.job_expiry_ms)
+        store = EventStore.for_settings(redis, settings)
         return Dashboard(f"http://{host}:{port}", store, redis, session)
 
     yield start

@@ -234,7 +234,7 @@ async def test_a_worker_killed_mid_payment_leaves_every_payment_booked_once(
         sim = await stack.enter_async_context(run_simulator([hostfact, wefact]))
         relay, target_url = await stack.enter_async_context(relay_in_front_of(sim.api_url("wefact"), wefact))
         settings = pipeline_settings(redis_url, sim.api_url("hostfact"), target_url, port)
-        store = EventStore(redis, dedup_ttl=settings.dedup_ttl, job_expiry_ms=settings.job_expiry_ms)
+        store = EventStore.for_settings(redis, settings)
         config = config_file(tmp_path / "factsync.toml", redis_url, sim.api_url("hostfact"), target_url)
         listener = await start(settings, redis_url, listen=True, work=False)
         stack.push_async_callback(listener.stop)
@@ -386,7 +386,7 @@ async def test_a_document_held_by_a_dead_worker_is_synced_once_its_lease_expires
     wefact = SimAdministration("wefact", "wefact", TARGET_KEY)
     async with run_simulator([hostfact, wefact]) as sim:
         settings = pipeline_settings(redis_url, sim.api_url("hostfact"), sim.api_url("wefact"), port)
-        store = EventStore(redis, dedup_ttl=settings.dedup_ttl, job_expiry_ms=settings.job_expiry_ms)
+        store = EventStore.for_settings(redis, settings)
         running = await start(settings, redis_url)
         try:
             async with ApiClient(settings.source("hostfact")) as source:

@@ -89,7 +89,7 @@ async def pipeline(redis: Redis, redis_url: str) -> AsyncIterator[Pipeline]:
     async with run_simulator([hostfact, wefact]) as sim:
         settings = pipeline_settings(redis_url, sim.api_url("hostfact"), sim.api_url("wefact"), port)
         running = await start(settings, redis_url)
-        store = EventStore(redis, dedup_ttl=settings.dedup_ttl, job_expiry_ms=settings.job_expiry_ms)
+        store = EventStore.for_settings(redis, settings)
         async with ApiClient(settings.source("hostfact")) as source:
             try:
                 yield Pipeline(settings, store, hostfact, wefact, source, running)

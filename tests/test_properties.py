@@ -357,7 +357,7 @@ async def harness(redis_url: str, scenario: Scenario) -> AsyncIterator[Harness]:
             workers.append(await start(config, redis_url, listen=False, work=True))
             stack.push_async_callback(workers[-1].stop)
         source = await stack.enter_async_context(ApiClient(config.source("hostfact")))
-        store = EventStore(redis, dedup_ttl=config.dedup_ttl, job_expiry_ms=config.job_expiry_ms)
+        store = EventStore.for_settings(redis, config)
         yield Harness(
             config,
             store,

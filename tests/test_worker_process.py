@@ -85,7 +85,7 @@ async def test_sigterm_mid_job_loses_nothing(redis: Redis, redis_url: str, tmp_p
             _, stderr = await asyncio.wait_for(worker.communicate(), timeout=20)
             assert worker.returncode == 0, stderr.decode()[-2000:]
 
-            store = EventStore(redis, dedup_ttl=settings.dedup_ttl, job_expiry_ms=settings.job_expiry_ms)
+            store = EventStore.for_settings(redis, settings)
             (event_id,) = await store.ids()
             event = await store.get(event_id)
             assert event is not None and event.status not in FINAL, "the cancelled job must not be settled"

@@ -80,7 +80,7 @@ def _route(settings: Settings, name: str) -> Route:
 async def _connected(settings: Settings, url: str) -> AsyncIterator[tuple[Redis, EventStore]]:
     redis = Redis.from_url(url)
     try:
-        yield redis, EventStore(redis, dedup_ttl=settings.dedup_ttl, job_expiry_ms=settings.job_expiry_ms)
+        yield redis, EventStore.for_settings(redis, settings)
     finally:
         await redis.aclose()
 

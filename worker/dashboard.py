@@ -25,7 +25,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -35,6 +35,7 @@ from aiohttp import web
 from markupsafe import escape
 from redis.asyncio import Redis
 
+from tasks.redact import REDACTED, Redactor
 from worker import keys, operate
 from worker.clicontext import secrets_of
 from worker.config import DashboardSettings, Settings
@@ -51,11 +52,6 @@ BUCKETS = 12
 # Event ids as EventStore makes them; anything else in a URL is a 404 before Redis is asked.
 EVENT_ID = r"evt_[0-9a-f]{1,64}"
 PAGE_SIZE = 100
-REDACTED = "***"
-# Field names whose values are never shown, whatever they hold (the API client redacts the same names).
-SECRET_FIELDS = frozenset(
-    {"api_key", "apikey", "password", "secret", "token", "hook_secret", "hook_secrets", "authorization"}
-)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -344,29 +340,8 @@ def redirect(location: str) -> web.Response:
 # --- never a secret on a page ---------------------------------------------------------------------------
 
 
-class Scrubber:
-    """Blanks the configured secrets wherever they appear in a value, and every field named like a secret."""
-
-    def __init__(self, values: Iterable[str]) -> None:
-        # Longest first, so a secret that contains another is blanked whole.
-        self.values = sorted({v for v in values if v}, key=len, reverse=True)
-
-    def text(self, value: str) -> str:
-        for secret in self.values:
-            value = value.replace(secret, REDACTED)
-        return value
-
-    def value(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self.text(value)
-        if isinstance(value, Mapping):
-            return {
-                self.text(str(k)): REDACTED if str(k).lower() in SECRET_FIELDS else self.value(v)
-                for k, v in value.items()
-            }
-        if isinstance(value, list | tuple):
-            return [self.value(item) for item in value]
-        return value
+class Scrubber(Redactor):
+    """Blanks the configured secrets, and every field named like a secret, wherever a page shows them."""
 
     def page(self, html: str) -> str:
         """The last line of defence, on the rendered page: a secret as is and as HTML-escaped."""

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 
 from worker import keys
 from worker.queue import SYNC, job_body, now_ms, sync_job_id
+from worker.redisio import text
 
 # KEYS: pending, scheduled, job key, queue   ARGV: event id, expiry ms, score, job id, job body
 _SCHEDULE = """
@@ -115,7 +116,7 @@ class Documents:
             ],
             args=[event_id, self.job_expiry_ms, score, job_id, job_body(SYNC, (route, document), score)],
         )
-        return _text(result) if result else None
+        return text(result) if result else None
 
     async def claim(self, route: str, document: str, job_id: str) -> Claim | None:
         """The lease and this run's events, or None when another job holds the document."""
@@ -141,7 +142,7 @@ class Documents:
         )
         if result is None:
             return None
-        return Claim(route, document, token, sorted(_text(item) for item in result))
+        return Claim(route, document, token, sorted(text(item) for item in result))
 
     async def release(self, claim: Claim, done: list[str], *, retrying: str = "") -> str | None:
         """Give the lease back; returns the job that will sync the document next, if one is needed.
@@ -167,7 +168,7 @@ class Documents:
                 *done,
             ],
         )
-        return _text(result) if result else None
+        return text(result) if result else None
 
     @contextlib.asynccontextmanager
     async def kept_alive(self, claim: Claim) -> AsyncIterator[None]:
@@ -187,7 +188,3 @@ class Documents:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -17,7 +17,7 @@ from arq.worker import Worker
 from redis.asyncio import Redis
 
 from worker import keys
-from worker.redisio import done
+from worker.redisio import done, text
 
 INTERVAL = 5.0
 # A heartbeat older than this means the worker is gone (or stuck).
@@ -85,15 +85,12 @@ async def heartbeats(redis: Redis) -> list[Heartbeat]:
     """Every worker that beat recently enough to still have a heartbeat, freshest first."""
     found: list[Heartbeat] = []
     for raw_id in await done(redis.smembers(keys.WORKERS)):
-        worker_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+        worker_id = text(raw_id)
         raw = await done(redis.hgetall(keys.worker(worker_id)))
         if not raw:
             await done(redis.srem(keys.WORKERS, worker_id))  # expired: forget it
             continue
-        data = {
-            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-            for k, v in raw.items()
-        }
+        data = {text(k): text(v) for k, v in raw.items()}
         found.append(
             Heartbeat(
                 worker_id=worker_id,

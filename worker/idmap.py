@@ -5,7 +5,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from worker import keys
-from worker.redisio import done
+from worker.redisio import done, text
 
 
 class RedisIdMap:
@@ -17,7 +17,7 @@ class RedisIdMap:
         value = await done(self.redis.get(keys.mapping(self.route, kind, source_id)))
         if value is None:
             return None
-        return value.decode() if isinstance(value, bytes) else str(value)
+        return text(value)
 
     async def put(self, kind: str, source_id: str, target_id: str) -> None:
         await done(self.redis.set(keys.mapping(self.route, kind, source_id), target_id))

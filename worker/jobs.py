@@ -58,7 +58,7 @@ def log_context(**values: Any) -> Iterator[None]:
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     redis = ctx["redis"]
-    ctx["store"] = EventStore(redis, dedup_ttl=settings.dedup_ttl, job_expiry_ms=settings.job_expiry_ms)
+    ctx["store"] = EventStore.for_settings(redis, settings)
     ctx["documents"] = Documents(redis, lease_ms=settings.lease_ms, job_expiry_ms=settings.job_expiry_ms)
     admins = [settings.source(name) for name in settings.sources]
     admins += [settings.target(name) for name in settings.targets]

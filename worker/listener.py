@@ -151,7 +151,7 @@ def create_app(settings: Settings, redis_url: str) -> web.Application:
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         redis = Redis.from_url(redis_url)
         app[REDIS] = redis
-        app[STORE] = EventStore(redis, dedup_ttl=settings.dedup_ttl, job_expiry_ms=settings.job_expiry_ms)
+        app[STORE] = EventStore.for_settings(redis, settings)
         yield
         await redis.aclose()
 

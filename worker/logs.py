@@ -9,28 +9,18 @@ from typing import Any
 
 import structlog
 
-REDACTED = "***"
+from tasks.redact import Redactor
 
 
 class RedactSecrets:
     """A structlog processor that blanks every configured secret wherever it appears in an event."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
-
-    def scrub(self, value: Any) -> Any:
-        if isinstance(value, str):
-            for secret in self.secrets:
-                value = value.replace(secret, REDACTED)
-            return value
-        if isinstance(value, dict):
-            return {key: self.scrub(item) for key, item in value.items()}
-        if isinstance(value, list | tuple):
-            return [self.scrub(item) for item in value]
-        return value
+        self.redactor = Redactor(secrets, min_length=4)
 
     def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-        return {key: self.scrub(value) for key, value in event.items()}
+        redacted: MutableMapping[str, Any] = self.redactor.value(dict(event))
+        return redacted
 
 
 def configure_logging(*, secrets: Iterable[str] = (), json: bool | None = None, level: str = "INFO") -> None:
@@ -46,6 +36,9 @@ def configure_logging(*, secrets: Iterable[str] = (), json: bool | None = None, 
         structlog.processors.format_exc_info,
         redact,
     ]
+    # A stdlib record's `extra` fields (the API client's administration, controller, outcome, ...) become
+    # fields of the line; redacted like the rest.
+    foreign = [*shared[:-1], structlog.stdlib.ExtraAdder(), redact]
     renderer: Any = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
@@ -64,7 +57,7 @@ def configure_logging(*, secrets: Iterable[str] = (), json: bool | None = None, 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
+            foreign_pre_chain=foreign,
             # `shared` (in structlog's chain, or as foreign_pre_chain for stdlib records) already redacted.
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )

@@ -23,7 +23,7 @@ from worker.config import Settings
 from worker.heartbeat import Heartbeat, heartbeats
 from worker.queue import now_ms
 from worker.ratelimit import SharedRateLimit
-from worker.redisio import done
+from worker.redisio import done, text
 from worker.store import STATUSES, Event, EventStore, Status
 
 # Ids read from an index per round trip while filtering.
@@ -132,7 +132,7 @@ async def list_events(
         if not raw:
             break
         offset += len(raw)
-        for event in await store.get_many([_text(item) for item in raw]):
+        for event in await store.get_many([text(item) for item in raw]):
             if event is not None and flt.matches(event):
                 found.append(event)
                 if limit is not None and len(found) >= limit:
@@ -185,7 +185,7 @@ async def requeue_events(
 
 async def _requeue_one(store: EventStore, event_id: str, *, by: str, allowed: frozenset[str]) -> Requeue:
     raw = await done(store.redis.hget(keys.event(event_id), "status"))
-    status = _text(raw) if raw is not None else "missing"
+    status = text(raw) if raw is not None else "missing"
     if status == "missing":
         return Requeue(event_id, "missing", status, detail="no such event")
     if status in WAITING:
@@ -279,7 +279,7 @@ class StatusReport:
 
 async def status_report(redis: Redis, settings: Settings) -> StatusReport:
     """Queue depth, events per status, the longest wait, live workers and each API budget."""
-    store = EventStore(redis, dedup_ttl=settings.dedup_ttl, job_expiry_ms=settings.job_expiry_ms)
+    store = EventStore.for_settings(redis, settings)
     queued_jobs = int(await done(redis.zcard(keys.QUEUE)))
     deferred = int(await done(redis.zcount(keys.QUEUE, f"({now_ms()}", "+inf")))
     events: dict[str, int] = {status: await store.count(status) for status in STATUSES}
@@ -299,7 +299,7 @@ async def _oldest_waiting(store: EventStore) -> Waiting | None:
         head = await store.redis.zrange(keys.by_status(status), 0, 0, withscores=True)
         if head:
             member, score = head[0]
-            candidate = (float(score) / 1_000_000, _text(member), status)
+            candidate = (float(score) / 1_000_000, text(member), status)
             oldest = candidate if oldest is None or candidate < oldest else oldest
     if oldest is None:
         return None
@@ -329,7 +329,3 @@ async def budgets(redis: Redis, settings: Settings) -> list[Budget]:
             Budget(name, roles[name], per_minute, limiter.burst, available, await limiter.paused_for(name))
         )
     return found
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

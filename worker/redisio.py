@@ -1,4 +1,4 @@
-"""Typing glue: redis-py annotates its asyncio commands as `Awaitable[T] | T` (one stub for both clients)."""
+"""Glue for redis-py: its asyncio commands annotated `Awaitable[T] | T`, and replies as bytes or str."""
 
 from __future__ import annotations
 
@@ -14,3 +14,10 @@ async def done(result: Awaitable[T] | T) -> T:
     if inspect.isawaitable(result):
         return await result
     return result
+
+
+def text(value: object) -> str:
+    """A Redis reply as text, whether the client decodes replies or not; None is ""."""
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -28,6 +28,7 @@ from worker.heartbeat import heartbeats
 from worker.idmap import RedisIdMap
 from worker.operate import AUDIT, BACKFILL
 from worker.ratelimit import SharedRateLimit
+from worker.redisio import text
 from worker.store import FINAL, EventStore
 
 Progress = Callable[[int, int], None]
@@ -104,7 +105,7 @@ async def schedule_syncs(
     neither floods the queue nor spends its retries waiting for the API budget; ``progress`` then counts
     finished syncs, else scheduled ones.
     """
-    store = EventStore(redis, dedup_ttl=settings.dedup_ttl, job_expiry_ms=settings.job_expiry_ms)
+    store = EventStore.for_settings(redis, settings)
     documents = Documents(redis, lease_ms=settings.lease_ms, job_expiry_ms=settings.job_expiry_ms)
     if wait and invoices:
         await ensure_worker(redis)
@@ -155,7 +156,7 @@ async def _statuses(redis: Redis, event_ids: list[str]) -> list[str]:
         for event_id in event_ids:
             pipe.hget(keys.event(event_id), "status")
         raw = await pipe.execute()
-    return [value.decode() if isinstance(value, bytes) else str(value or "") for value in raw]
+    return [text(value) for value in raw]
 
 
 async def backfill(

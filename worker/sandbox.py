@@ -106,7 +106,7 @@ async def _demo(settings: Settings, redis_url: str) -> int:
     what factsync did with each hook."""
     click.echo("Demo: an invoice is created (as a draft), sent, part-paid and paid in HostFact...")
     redis = Redis.from_url(redis_url)
-    store = EventStore(redis, dedup_ttl=settings.dedup_ttl, job_expiry_ms=settings.job_expiry_ms)
+    store = EventStore.for_settings(redis, settings)
     try:
         async with ApiClient(settings.source("hostfact")) as hostfact:
             answer = await hostfact.call("debtor", "add", {"CompanyName": "Company X", "SurName": "Jackson"})

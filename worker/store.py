@@ -16,6 +16,7 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 
 from worker import keys
+from worker.config import Settings
 from worker.queue import FAN_OUT, fan_out_job_id, job_body, now_ms
 from worker.redisio import done
 
@@ -205,6 +206,11 @@ return status
 
 class EventStore:
     """Events, their statuses and the failed store, in Redis."""
+
+    @classmethod
+    def for_settings(cls, redis: Redis, settings: Settings) -> EventStore:
+        """The store with the configured dedup window and job expiry: the way the runtime builds one."""
+        return cls(redis, dedup_ttl=settings.dedup_ttl, job_expiry_ms=settings.job_expiry_ms)
 
     def __init__(self, redis: Redis, *, dedup_ttl: int, job_expiry_ms: int) -> None:
         self.redis = redis
