@@ -131,8 +131,8 @@ async def test_rate_limit_waits_and_refusals_are_counted(redis: Redis) -> None:
 
     # 600 a minute is a call every 0.1 s and a burst of 1 allows no more: a second call at once waits,
     # and one that may not wait that long is refused.
-    patient = SharedRateLimit(redis, {"slow": 600}, burst=1, max_wait=1)
-    hasty = SharedRateLimit(redis, {"slow": 600}, burst=1, max_wait=0.01)
+    patient = SharedRateLimit(redis, {"slow": 600}, burst=1, max_wait=1, on_event=metrics.observe_limit)
+    hasty = SharedRateLimit(redis, {"slow": 600}, burst=1, max_wait=0.01, on_event=metrics.observe_limit)
     waits = count(metrics.RATE_LIMIT_WAITS, "slow")
     budget = count(metrics.RATE_LIMIT_REFUSALS, "slow", "budget")
     paused = count(metrics.RATE_LIMIT_REFUSALS, "slow", "paused")

@@ -28,7 +28,15 @@ from worker import keys
 from worker.config import Settings
 from worker.documents import Claim, Documents
 from worker.idmap import RedisIdMap
-from worker.metrics import EVENTS_SETTLED, JOBS, SYNC_RETRIES, SYNC_SECONDS, SYNCS, observe_api_call
+from worker.metrics import (
+    EVENTS_SETTLED,
+    JOBS,
+    SYNC_RETRIES,
+    SYNC_SECONDS,
+    SYNCS,
+    observe_api_call,
+    observe_limit,
+)
 from worker.operate import SYNTHETIC
 from worker.queue import FAN_OUT, SYNC, job_deserializer, job_serializer
 from worker.ratelimit import SharedRateLimit
@@ -62,7 +70,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["documents"] = Documents(redis, lease_ms=settings.lease_ms, job_expiry_ms=settings.job_expiry_ms)
     admins = [settings.source(name) for name in settings.sources]
     admins += [settings.target(name) for name in settings.targets]
-    throttle = SharedRateLimit(redis, {admin.name: admin.rate_limit_per_minute for admin in admins})
+    throttle = SharedRateLimit(
+        redis, {admin.name: admin.rate_limit_per_minute for admin in admins}, on_event=observe_limit
+    )
     ctx["throttle"] = throttle
     session = api_session()
     ctx["session"] = session

@@ -32,6 +32,7 @@ from tasks.client import ApiCall
 from worker import keys
 from worker.config import Settings
 from worker.heartbeat import heartbeats
+from worker.ratelimit import LimitEvent
 from worker.store import STATUSES
 
 log = structlog.get_logger(__name__)
@@ -112,6 +113,17 @@ BANS = Counter(
     "HTTP 403 bans (WeFact's IP firewall) that paused every call to an administration.",
     ["administration"],
 )
+
+
+def observe_limit(event: LimitEvent) -> None:
+    """`SharedRateLimit(on_event=...)`: count a wait, a refusal or a ban."""
+    if event.kind == "wait":
+        RATE_LIMIT_WAITS.labels(event.administration).inc()
+        RATE_LIMIT_WAIT_SECONDS.labels(event.administration).inc(event.seconds)
+    elif event.kind == "ban":
+        BANS.labels(event.administration).inc()
+    else:
+        RATE_LIMIT_REFUSALS.labels(event.administration, event.kind).inc()
 
 
 def observe_api_call(call: ApiCall) -> None:

@@ -315,17 +315,10 @@ async def budgets(redis: Redis, settings: Settings) -> list[Budget]:
     limits = {name: settings.source(name).rate_limit_per_minute for name in settings.sources}
     limits |= {name: settings.target(name).rate_limit_per_minute for name in settings.targets}
     limiter = SharedRateLimit(redis, limits)
-    seconds, micros = await redis.time()
-    now = int(seconds) * 1000 + int(micros) / 1000
     found: list[Budget] = []
     for name in sorted(roles, key=lambda n: (roles[n] != "target", n)):
-        per_minute = limits[name]
-        interval = 60_000 / per_minute
-        tat = await done(redis.get(keys.rate(name)))
-        # GCRA: a call may go when tat - tolerance <= now; each call moves tat on by one interval.
-        spare = now + interval * (limiter.burst - 1) - (float(tat) if tat else now)
-        available = max(0, min(limiter.burst, math.floor(spare / interval) + 1))
+        available = await limiter.available(name)
         found.append(
-            Budget(name, roles[name], per_minute, limiter.burst, available, await limiter.paused_for(name))
+            Budget(name, roles[name], limits[name], limiter.burst, available, await limiter.paused_for(name))
         )
     return found

@@ -7,14 +7,18 @@ its API-RateLimit-* headers slows this process down before the limit is reached.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
 
 from redis.asyncio import Redis
 
 from tasks.client import RateLimit
 from tasks.errors import RateLimited
 from worker import keys
-from worker.metrics import BANS, RATE_LIMIT_REFUSALS, RATE_LIMIT_WAIT_SECONDS, RATE_LIMIT_WAITS
+from worker.redisio import done
 
 # GCRA: one theoretical arrival time per administration, in Redis time so that host clocks do not matter.
 # KEYS: tat, pause   ARGV: interval ms, tolerance ms. Returns {1, 0} (go) or {0, wait ms} or {-1, paused ms}.
@@ -33,8 +37,20 @@ return {1, 0}
 """
 
 
+@dataclass(frozen=True, slots=True)
+class LimitEvent:
+    """What the limiter did, for an observer (metrics): it waited, refused a call, or paused after a ban."""
+
+    administration: str
+    kind: Literal["wait", "budget", "paused", "ban"]
+    seconds: float = 0.0
+
+
 class SharedRateLimit:
-    """The runtime's `tasks.client.Throttle`: ``limits`` maps an administration to its calls per minute."""
+    """The runtime's `tasks.client.Throttle`: ``limits`` maps an administration to its calls per minute.
+
+    ``on_event`` is told each wait, refusal and ban, the way the API client's ``on_call`` is told each call.
+    """
 
     def __init__(
         self,
@@ -44,12 +60,14 @@ class SharedRateLimit:
         burst: int = 5,
         max_wait: float = 5.0,
         reserve: int = 2,
+        on_event: Callable[[LimitEvent], None] | None = None,
     ) -> None:
         self.redis = redis
         self.limits = limits
         self.burst = burst
         self.max_wait = max_wait
         self.reserve = reserve
+        self.on_event = on_event
         self._reported: dict[str, RateLimit] = {}
         self._acquire = redis.register_script(_ACQUIRE)
 
@@ -68,7 +86,7 @@ class SharedRateLimit:
                 if int(code) == 1:
                     return
                 if int(code) == -1:
-                    RATE_LIMIT_REFUSALS.labels(administration, "paused").inc()
+                    self._tell(LimitEvent(administration, "paused"))
                     raise RateLimited(
                         f"calls to {administration} are paused after a ban (HTTP 403)",
                         retry_after=int(ms) / 1000,
@@ -77,10 +95,9 @@ class SharedRateLimit:
             elif wait <= 0:
                 return
             if time.monotonic() + wait > deadline:
-                RATE_LIMIT_REFUSALS.labels(administration, "budget").inc()
+                self._tell(LimitEvent(administration, "budget"))
                 raise RateLimited(f"the API budget of {administration} is spent", retry_after=wait)
-            RATE_LIMIT_WAITS.labels(administration).inc()
-            RATE_LIMIT_WAIT_SECONDS.labels(administration).inc(wait)
+            self._tell(LimitEvent(administration, "wait", wait))
             await asyncio.sleep(wait)
 
     def observe(self, administration: str, rate_limit: RateLimit) -> None:
@@ -96,9 +113,26 @@ class SharedRateLimit:
 
     async def pause(self, administration: str, seconds: float) -> None:
         """After a 403 ban: no worker calls this administration for ``seconds``."""
-        BANS.labels(administration).inc()
+        self._tell(LimitEvent(administration, "ban", seconds))
         await self.redis.set(keys.paused(administration), "banned", px=int(seconds * 1000))
 
     async def paused_for(self, administration: str) -> float:
         ms = int(await self.redis.pttl(keys.paused(administration)))
         return max(0.0, ms / 1000)
+
+    async def available(self, administration: str) -> int:
+        """How many calls the administration may take right now, of its burst."""
+        per_minute = self.limits.get(administration)
+        if not per_minute:
+            return self.burst
+        interval = 60_000 / per_minute
+        seconds, micros = await self.redis.time()
+        now = int(seconds) * 1000 + int(micros) / 1000
+        tat = await done(self.redis.get(keys.rate(administration)))
+        # GCRA, as _ACQUIRE: a call may go when tat - tolerance <= now; each call moves tat on one interval.
+        spare = now + interval * (self.burst - 1) - (float(tat) if tat else now)
+        return max(0, min(self.burst, math.floor(spare / interval) + 1))
+
+    def _tell(self, event: LimitEvent) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
