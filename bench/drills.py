@@ -214,6 +214,7 @@ async def drill(
     from worker.embedded_redis import EmbeddedRedis, free_port
     from worker.runtime import start
     from worker.store import EventStore
+    from worker.web.app import create_app
 
     server = EmbeddedRedis(workdir / "redis", appendfsync=appendfsync).start()
     port = free_port()
@@ -238,7 +239,7 @@ async def drill(
             from worker.config import load_settings
 
             settings: Settings = load_settings(cfg, listen_port=port)
-            listener = await start(settings, server.url, listen=True, work=False)
+            listener = await start(settings, server.url, app=create_app, work=False)
             redis = Redis.from_url(server.url)
             store = EventStore(redis, dedup_ttl=settings.dedup_ttl, job_expiry_ms=settings.job_expiry_ms)
             pool = WorkerPool(cfg, workdir / "workers.log")
@@ -604,6 +605,7 @@ async def drill_listener_down(args: argparse.Namespace, workdir: Path) -> dict[s
     from collections import Counter
 
     from worker.runtime import start
+    from worker.web.app import create_app
 
     # The simulated HostFact's own deliveries go nowhere (a closed port): its hook log is only where this
     # drill reads each hook's action and params from, to fire them through hooks.php.
@@ -640,7 +642,7 @@ async def drill_listener_down(args: argparse.Namespace, workdir: Path) -> dict[s
         await asyncio.sleep(args.down_seconds)
         spooled_while_down = len(php.spooled_ids())
 
-        d.listener = await start(d.settings, d.redis_server.url, listen=True, work=False)
+        d.listener = await start(d.settings, d.redis_server.url, app=create_app, work=False)
         up_at = time.monotonic()
         phase["name"] = "up again"
         # The next cron tick comes while HostFact goes on firing (hooks.php now delivers them itself).

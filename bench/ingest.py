@@ -41,8 +41,8 @@ def serve_factsync(redis_url: str, port: int, ready: Any) -> None:
     from aiohttp import web
 
     from worker.config import Settings
-    from worker.listener import create_app
     from worker.logs import configure_logging
+    from worker.web.app import create_app
 
     settings = Settings(
         redis_url=redis_url,

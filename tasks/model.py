@@ -8,7 +8,8 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr
 
 from tasks.protocol import Dialect
 
-Ledger = Literal["sales", "purchase"]
+# What a route's target keeps: mirrors of the sales invoices, or the customer's purchase invoices.
+LedgerKind = Literal["sales", "purchase"]
 
 
 class Administration(BaseModel):
@@ -36,7 +37,7 @@ class Route(BaseModel):
     name: str
     source: str
     target: str
-    ledger: Ledger = "sales"
+    ledger: LedgerKind = "sales"
     # Purchase routes only: source debtor code -> target creditor code.
     creditors: dict[str, str] = Field(default_factory=dict)
     # Mirror drafts before they get a number.

@@ -20,8 +20,8 @@ from standardwebhooks import Webhook
 
 from worker.config import Settings
 from worker.embedded_redis import EmbeddedRedis
-from worker.listener import create_app
 from worker.store import EventStore
+from worker.web.app import create_app
 
 HOOK_SECRET = "whsec_" + base64.b64encode(b"factsync-test-hook-secret-0001").decode()
 OLD_HOOK_SECRET = "whsec_" + base64.b64encode(b"factsync-test-hook-secret-old").decode()

@@ -11,11 +11,19 @@ from typing import Any, Literal
 
 from tasks.client import ApiClient
 from tasks.simulator import SimAdministration, run_simulator
-from tests.conftest import HOOK_SECRET, SOURCE_KEY, TARGET_KEY
+from tests.conftest import HOOK_SECRET, SOURCE_KEY, TARGET_KEY, make_settings
 from worker.config import Settings
 from worker.embedded_redis import free_port
 from worker.runtime import Running, start
 from worker.store import FINAL, Event, EventStore
+from worker.web.app import create_app
+
+TEST_BUDGET = 600_000
+# HostFact's seed invoice (shared/seeds/): 150 + 15 excl, 199.65 incl.
+LINES = [
+    {"Description": "Setupfee", "PriceExcl": "150", "TaxPercentage": "21"},
+    {"Description": "Domain example.com", "PriceExcl": "15", "TaxPercentage": "21"},
+]
 
 
 @dataclass
@@ -59,6 +67,24 @@ def hostfact_firing_at(port: int) -> SimAdministration:
     )
 
 
+def pipeline_settings(
+    redis_url: str, hostfact_url: str, wefact_url: str, port: int, **overrides: Any
+) -> Settings:
+    settings = make_settings(redis_url)
+    values = settings.model_dump()
+    values["sources"]["hostfact"]["api_url"] = hostfact_url
+    values["sources"]["hostfact"]["api_key"] = SOURCE_KEY
+    values["sources"]["hostfact"]["hook_secrets"] = [HOOK_SECRET]
+    values["targets"]["wefact"]["api_url"] = wefact_url
+    values["targets"]["wefact"]["api_key"] = TARGET_KEY
+    values["listen_port"] = port
+    values["retry"] = {"max_tries": 4, "base_delay": 0.05, "max_delay": 0.2, "max_span": 60}
+    values["sources"]["hostfact"]["rate_limit_per_minute"] = TEST_BUDGET
+    values["targets"]["wefact"]["rate_limit_per_minute"] = TEST_BUDGET
+    values.update(overrides)
+    return Settings(**values)
+
+
 @contextlib.asynccontextmanager
 async def running_stack(
     redis_url: str,
@@ -79,15 +105,23 @@ async def running_stack(
             "listen_port": port,
             "poll_delay": 0.01,
             "retry": {"max_tries": 4, "base_delay": 0.05, "max_delay": 0.2, "max_span": 60},
+            # A test budget: the production one (150 calls a minute) makes every call after a burst wait
+            # 0.4 s. The shared limit itself is tested in test_ratelimit and test_metrics.
             "sources": {
                 "hostfact": {
                     "api_url": sim.api_url("hostfact"),
                     "api_key": SOURCE_KEY,
                     "hook_secrets": [HOOK_SECRET],
+                    "rate_limit_per_minute": TEST_BUDGET,
                 }
             },
             "targets": {
-                "target": {"api_url": sim.api_url("target"), "api_key": TARGET_KEY, "dialect": target_dialect}
+                "target": {
+                    "api_url": sim.api_url("target"),
+                    "api_key": TARGET_KEY,
+                    "dialect": target_dialect,
+                    "rate_limit_per_minute": TEST_BUDGET,
+                }
             },
             "routes": {
                 ledger: {
@@ -101,9 +135,9 @@ async def running_stack(
         }
         values.update(overrides)
         settings = Settings(**values)
-        running = [await start(settings, redis_url, listen=True, work=workers > 0)]
+        running = [await start(settings, redis_url, app=create_app, work=workers > 0)]
         for _ in range(max(workers - 1, 0)):
-            running.append(await start(settings, redis_url, listen=False, work=True))
+            running.append(await start(settings, redis_url))
         from redis.asyncio import Redis
 
         redis = Redis.from_url(redis_url)

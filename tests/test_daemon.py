@@ -27,7 +27,7 @@ from tasks.client import ApiClient
 from tasks.model import Administration
 from tasks.simulator import SimAdministration, run_simulator
 from tests.conftest import HOOK_SECRET, SOURCE_KEY, TARGET_KEY, make_settings
-from tests.test_pipeline import LINES, pipeline_settings
+from tests.stack import LINES, pipeline_settings
 from tests.test_worker_process import config_file
 from worker import keys
 from worker.embedded_redis import free_port
@@ -35,6 +35,7 @@ from worker.heartbeat import heartbeats
 from worker.runtime import start
 from worker.store import FINAL, EventStore
 from worker.supervisor import Backoff, Supervisor
+from worker.web.app import create_app
 
 
 def clean_env() -> dict[str, str]:
@@ -162,7 +163,7 @@ async def test_sigterm_to_the_supervisor_mid_job_loses_nothing(
     invoice = hostfact.add_invoice(DebtorCode=debtor["DebtorCode"], InvoiceLines=LINES, Status=2)
     async with run_simulator([hostfact, wefact]) as sim:
         settings = pipeline_settings(redis_url, sim.api_url("hostfact"), sim.api_url("wefact"), port)
-        listener = await start(settings, redis_url, listen=True, work=False)
+        listener = await start(settings, redis_url, app=create_app, work=False)
         config = config_file(
             tmp_path / "factsync.toml", redis_url, sim.api_url("hostfact"), sim.api_url("wefact"), 0.2
         )
@@ -186,7 +187,7 @@ async def test_sigterm_to_the_supervisor_mid_job_loses_nothing(
             # ... and gave its document back, so another worker need not wait for the lease to expire.
             assert await redis.keys(keys.lock("*", "*")) == []
 
-            other = await start(settings, redis_url, listen=False, work=True)
+            other = await start(settings, redis_url)
             try:
                 await until(lambda: _settled(store, event_id), 15, "another worker finishes the event")
             finally:
@@ -258,7 +259,7 @@ async def test_check_passes_only_while_a_worker_heartbeat_is_fresh(
     code, output = await check(config)
     assert code == 1 and output.strip() == "unhealthy: no worker heartbeat"
 
-    worker = await start(make_settings(redis_url), redis_url, listen=False, work=True)
+    worker = await start(make_settings(redis_url), redis_url)
     try:
         code, output = await check(config)
         assert code == 0 and output.startswith("ok: 1 worker(s) with a fresh heartbeat"), output

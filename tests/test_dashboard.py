@@ -34,10 +34,10 @@ from tests.conftest import (
     sign,
 )
 from worker import keys
-from worker.dashboard import BUCKET_SECONDS, COOKIE, activity
-from worker.listener import create_app
 from worker.queue import fan_out_job_id
 from worker.store import EventStore
+from worker.web.app import create_app
+from worker.web.dashboard import BUCKET_SECONDS, COOKIE, activity
 
 TOKEN = "dashboard-token-4f3e2d1c0b9a8776"
 PASSWORD = "dashboard-password-b7c6d5e4"

@@ -23,9 +23,9 @@ from click.testing import CliRunner
 from pydantic import BaseModel
 
 from tests.conftest import make_settings
-from worker.cli import STOP_MARGIN, main
+from worker.cli.main import STOP_MARGIN, main
 from worker.config import CONFIG_ENV, ConfigError, Settings, load_settings
-from worker.listener import create_app
+from worker.web.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

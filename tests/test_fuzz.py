@@ -37,7 +37,7 @@ from tasks.simulator import SimAdministration, run_simulator
 from tasks.sync import sync_invoice
 from tests.conftest import HOOK_SECRET, SEED_HOOKS, SOURCE_KEY, TARGET_KEY, make_settings, sign
 from worker.idmap import RedisIdMap
-from worker.listener import create_app
+from worker.web.app import create_app
 
 OPENAPI = Path(__file__).resolve().parent.parent / "worker" / "openapi.yaml"
 ACTIONS = sorted(SEED_HOOKS)

@@ -11,8 +11,8 @@ from worker.runtime import start
 
 async def test_a_running_worker_beats_and_a_stopped_one_is_gone(redis: Redis, redis_url: str) -> None:
     settings = make_settings(redis_url)
-    first = await start(settings, redis_url, listen=False, work=True)
-    second = await start(settings, redis_url, listen=False, work=True)
+    first = await start(settings, redis_url)
+    second = await start(settings, redis_url)
     try:
         import asyncio
 

@@ -58,12 +58,12 @@ from tests.ledgers import (
     payment_history_problems,
     trace_payments,
 )
-from tests.stack import hostfact_firing_at
-from tests.test_pipeline import LINES, pipeline_settings
+from tests.stack import LINES, hostfact_firing_at, pipeline_settings
 from worker import keys
 from worker.embedded_redis import free_port
 from worker.runtime import start
 from worker.store import FINAL, Event, EventStore
+from worker.web.app import create_app
 
 JOB_TIMEOUT = 5
 # arq's in-progress key: max(fan_out's 30 s, job_timeout) + 10 s; then a margin for the sync itself.
@@ -236,7 +236,7 @@ async def test_a_worker_killed_mid_payment_leaves_every_payment_booked_once(
         settings = pipeline_settings(redis_url, sim.api_url("hostfact"), target_url, port)
         store = EventStore.for_settings(redis, settings)
         config = config_file(tmp_path / "factsync.toml", redis_url, sim.api_url("hostfact"), target_url)
-        listener = await start(settings, redis_url, listen=True, work=False)
+        listener = await start(settings, redis_url, app=create_app, work=False)
         stack.push_async_callback(listener.stop)
         workers = await stack.enter_async_context(worker_processes())
         source = await stack.enter_async_context(ApiClient(settings.source("hostfact")))
@@ -387,7 +387,7 @@ async def test_a_document_held_by_a_dead_worker_is_synced_once_its_lease_expires
     async with run_simulator([hostfact, wefact]) as sim:
         settings = pipeline_settings(redis_url, sim.api_url("hostfact"), sim.api_url("wefact"), port)
         store = EventStore.for_settings(redis, settings)
-        running = await start(settings, redis_url)
+        running = await start(settings, redis_url, app=create_app)
         try:
             async with ApiClient(settings.source("hostfact")) as source:
                 debtor = (await source.call("debtor", "add", {"CompanyName": "Company X"}))["debtor"]

@@ -224,7 +224,7 @@ async def test_readyz_is_503_while_redis_is_unreachable(redis_url: str) -> None:
 
     from tests.conftest import make_settings
     from worker.embedded_redis import free_port
-    from worker.listener import create_app
+    from worker.web.app import create_app
 
     nowhere = f"redis://127.0.0.1:{free_port()}/0"
     runner = web.AppRunner(create_app(make_settings(nowhere), nowhere))

@@ -12,10 +12,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from tests.conftest import HOOK_SECRET, SOURCE_KEY, TARGET_KEY, hook_body, make_settings, sign
-from tests.stack import running_stack
-from tests.test_pipeline import LINES
+from tests.stack import LINES, running_stack
 from worker.embedded_redis import free_port
 from worker.runtime import start
+from worker.web.app import create_app
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -153,13 +153,13 @@ async def test_rate_limit_waits_and_refusals_are_counted(redis: Redis) -> None:
 
 async def test_metrics_off_means_no_route(redis: Redis, redis_url: str) -> None:
     settings = make_settings(redis_url, metrics=False, worker_metrics_port=free_port())
-    running = await start(settings, redis_url, listen=True, work=False)
+    running = await start(settings, redis_url, app=create_app, work=False)
     try:
         async with aiohttp.ClientSession() as session, session.get(f"{running.listener_url}/metrics") as r:
             assert r.status == 404
     finally:
         await running.stop()
-    worker = await start(settings, redis_url, listen=False, work=True)
+    worker = await start(settings, redis_url)
     try:
         assert worker.metrics is None, "metrics = false: no worker metrics port either"
     finally:
@@ -169,7 +169,7 @@ async def test_metrics_off_means_no_route(redis: Redis, redis_url: str) -> None:
 async def test_a_worker_serves_its_own_metrics_on_its_port(redis: Redis, redis_url: str) -> None:
     port = free_port()
     settings = make_settings(redis_url, worker_metrics_port=port)
-    worker = await start(settings, redis_url, listen=False, work=True)
+    worker = await start(settings, redis_url)
     try:
         text, _ = await scrape(f"http://127.0.0.1:{port}")
     finally:

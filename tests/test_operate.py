@@ -23,21 +23,15 @@ from redis.asyncio import Redis
 from tasks.audit import Difference, compare
 from tasks.invoice import Invoice, Line, Status
 from tests.conftest import HOOK_SECRET, SOURCE_KEY, TARGET_KEY, hook_body, sign
-from tests.stack import Stack, running_stack
-from tests.test_sync import HOSTFACT_SEED_LINES
+from tests.stack import LINES as HOSTFACT_SEED_LINES
+from tests.stack import TEST_BUDGET, Stack, running_stack
 from worker import keys
 from worker.operate import parse_when
 from worker.ratelimit import SharedRateLimit
 
 OPERATOR = "ops@test"
-# The stack's workers get budgets that do not slow the tests down (their settings read them from here).
-TARGET_LIMIT = 6000
-
-
-@pytest.fixture(autouse=True)
-def generous_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FACTSYNC_TARGETS__TARGET__RATE_LIMIT_PER_MINUTE", str(TARGET_LIMIT))
-    monkeypatch.setenv("FACTSYNC_SOURCES__HOSTFACT__RATE_LIMIT_PER_MINUTE", str(TARGET_LIMIT))
+# The stack's workers get a budget that does not slow the tests down (tests.stack.TEST_BUDGET).
+TARGET_LIMIT = TEST_BUDGET
 
 
 @dataclass
@@ -434,8 +428,6 @@ async def test_a_failed_backfill_event_is_re_enqueued_onto_its_own_route(
     redis: Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A backfill event names no hook: re-enqueued, the fan-out syncs its invoice on its recorded route."""
-    # make_settings names its administrations differently from the stack's.
-    monkeypatch.delenv("FACTSYNC_TARGETS__TARGET__RATE_LIMIT_PER_MINUTE")
     from tests.conftest import make_settings
     from worker.documents import Documents
     from worker.jobs import fan_out
@@ -468,8 +460,6 @@ async def test_a_backfill_without_a_worker_says_so_unless_told_not_to_wait(
     from worker import resync
     from worker.store import EventStore
 
-    # make_settings names its administrations differently from the stack's.
-    monkeypatch.delenv("FACTSYNC_TARGETS__TARGET__RATE_LIMIT_PER_MINUTE")
     settings = make_settings(redis_url)
     wanted = [resync.ToSync("7", "F0007")]
     with pytest.raises(resync.NoWorker, match="--no-wait"):

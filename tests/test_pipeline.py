@@ -17,17 +17,13 @@ from redis.asyncio import Redis
 
 from tasks.client import ApiClient
 from tasks.simulator import SimAdministration, run_simulator
-from tests.conftest import HOOK_SECRET, SOURCE_KEY, TARGET_KEY, hook_body, make_settings, sign
-from tests.stack import hostfact_firing_at
+from tests.conftest import SOURCE_KEY, TARGET_KEY, hook_body, sign
+from tests.stack import LINES, hostfact_firing_at, pipeline_settings
 from worker.config import Settings
 from worker.embedded_redis import free_port
 from worker.runtime import Running, start
 from worker.store import FINAL, Event, EventStore
-
-LINES = [
-    {"Description": "Setupfee", "PriceExcl": "150", "TaxPercentage": "21"},
-    {"Description": "Domain example.com", "PriceExcl": "15", "TaxPercentage": "21"},
-]
+from worker.web.app import create_app
 
 
 @dataclass
@@ -65,22 +61,6 @@ class Pipeline:
         return (await self.source.call("invoice", "add", params))["invoice"]
 
 
-def pipeline_settings(
-    redis_url: str, hostfact_url: str, wefact_url: str, port: int, **overrides: Any
-) -> Settings:
-    settings = make_settings(redis_url)
-    values = settings.model_dump()
-    values["sources"]["hostfact"]["api_url"] = hostfact_url
-    values["sources"]["hostfact"]["api_key"] = SOURCE_KEY
-    values["sources"]["hostfact"]["hook_secrets"] = [HOOK_SECRET]
-    values["targets"]["wefact"]["api_url"] = wefact_url
-    values["targets"]["wefact"]["api_key"] = TARGET_KEY
-    values["listen_port"] = port
-    values["retry"] = {"max_tries": 4, "base_delay": 0.05, "max_delay": 0.2, "max_span": 60}
-    values.update(overrides)
-    return Settings(**values)
-
-
 @pytest.fixture
 async def pipeline(redis: Redis, redis_url: str) -> AsyncIterator[Pipeline]:
     port = free_port()
@@ -88,7 +68,7 @@ async def pipeline(redis: Redis, redis_url: str) -> AsyncIterator[Pipeline]:
     wefact = SimAdministration("wefact", "wefact", TARGET_KEY)
     async with run_simulator([hostfact, wefact]) as sim:
         settings = pipeline_settings(redis_url, sim.api_url("hostfact"), sim.api_url("wefact"), port)
-        running = await start(settings, redis_url)
+        running = await start(settings, redis_url, app=create_app)
         store = EventStore.for_settings(redis, settings)
         async with ApiClient(settings.source("hostfact")) as source:
             try:

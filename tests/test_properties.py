@@ -52,10 +52,11 @@ from tests.ledgers import (
     payment_history_problems,
     trace_payments,
 )
-from tests.test_pipeline import pipeline_settings
+from tests.stack import pipeline_settings
 from worker.config import Settings
 from worker.runtime import Running, start
 from worker.store import FINAL, Event, EventStore
+from worker.web.app import create_app
 
 SETTLE_WITHIN = 30.0
 
@@ -314,8 +315,6 @@ class Harness:
 def _settings(redis_url: str, hostfact_url: str, wefact_url: str) -> Settings:
     values = pipeline_settings(redis_url, hostfact_url, wefact_url, 0).model_dump()
     # The shared rate limit is not under test here; a low budget would only make every example slow.
-    values["sources"]["hostfact"]["rate_limit_per_minute"] = 600_000
-    values["targets"]["wefact"]["rate_limit_per_minute"] = 600_000
     values["retry"] = {"max_tries": 8, "base_delay": 0.01, "max_delay": 0.05, "max_span": 60}
     values["max_jobs"] = 10
     values["shutdown_grace"] = 2
@@ -350,11 +349,11 @@ async def harness(redis_url: str, scenario: Scenario) -> AsyncIterator[Harness]:
         sim = await stack.enter_async_context(run_simulator([hostfact, wefact]))
         session = await stack.enter_async_context(ClientSession())
         config = _settings(redis_url, sim.api_url("hostfact"), sim.api_url("wefact"))
-        listener = await start(config, redis_url, listen=True, work=False)
+        listener = await start(config, redis_url, app=create_app, work=False)
         stack.push_async_callback(listener.stop)
         workers = []
         for _ in range(scenario.workers):
-            workers.append(await start(config, redis_url, listen=False, work=True))
+            workers.append(await start(config, redis_url))
             stack.push_async_callback(workers[-1].stop)
         source = await stack.enter_async_context(ApiClient(config.source("hostfact")))
         store = EventStore.for_settings(redis, config)

@@ -10,8 +10,8 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from tests.conftest import HOOK_SECRET, SOURCE_KEY, TARGET_KEY
+from tests.stack import LINES as HOSTFACT_SEED_LINES
 from tests.stack import running_stack
-from tests.test_sync import HOSTFACT_SEED_LINES
 from worker import keys
 
 

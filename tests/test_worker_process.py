@@ -14,11 +14,11 @@ from redis.asyncio import Redis
 from tasks.client import ApiClient
 from tasks.simulator import SimAdministration, run_simulator
 from tests.conftest import HOOK_SECRET, SOURCE_KEY, TARGET_KEY
-from tests.stack import hostfact_firing_at
-from tests.test_pipeline import LINES, pipeline_settings
+from tests.stack import LINES, hostfact_firing_at, pipeline_settings
 from worker.embedded_redis import free_port
 from worker.runtime import start
 from worker.store import FINAL, EventStore
+from worker.web.app import create_app
 
 
 def config_file(path: Path, redis_url: str, hostfact_url: str, wefact_url: str, grace: float) -> Path:
@@ -58,7 +58,7 @@ async def test_sigterm_mid_job_loses_nothing(redis: Redis, redis_url: str, tmp_p
     invoice = hostfact.add_invoice(DebtorCode=debtor["DebtorCode"], InvoiceLines=LINES, Status=2)
     async with run_simulator([hostfact, wefact]) as sim:
         settings = pipeline_settings(redis_url, sim.api_url("hostfact"), sim.api_url("wefact"), port)
-        listener = await start(settings, redis_url, listen=True, work=False)
+        listener = await start(settings, redis_url, app=create_app, work=False)
         config = config_file(
             tmp_path / "factsync.toml", redis_url, sim.api_url("hostfact"), sim.api_url("wefact"), 0.2
         )
@@ -91,7 +91,7 @@ async def test_sigterm_mid_job_loses_nothing(redis: Redis, redis_url: str, tmp_p
             assert event is not None and event.status not in FINAL, "the cancelled job must not be settled"
 
             # Another worker takes over the same job.
-            other = await start(settings, redis_url, listen=False, work=True)
+            other = await start(settings, redis_url)
             try:
                 deadline = time.monotonic() + 15
                 while (event := await store.get(event_id)) and event.status not in FINAL:

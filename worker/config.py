@@ -19,7 +19,7 @@ from pydantic_settings import (
 )
 from standardwebhooks import Webhook
 
-from tasks.model import Administration, Ledger, Route
+from tasks.model import Administration, LedgerKind, Route
 from tasks.protocol import Dialect
 
 CONFIG_ENV = "FACTSYNC_CONFIG"
@@ -77,7 +77,7 @@ class RouteSettings(BaseModel):
 
     source: str
     target: str
-    ledger: Ledger = "sales"
+    ledger: LedgerKind = "sales"
     creditors: dict[str, str] = Field(default_factory=dict)
     mirror_drafts: bool = False
     dry_run: bool = False
@@ -186,6 +186,17 @@ class Settings(BaseSettings):
     @property
     def lease_ms(self) -> int:
         return int(self.lease_seconds * 1000)
+
+    def secrets(self) -> list[str]:
+        """Every key, hook secret and dashboard credential the configuration holds: logs and pages blank
+        them wherever they appear."""
+        values = [s.api_key.get_secret_value() for s in self.sources.values()]
+        values += [t.api_key.get_secret_value() for t in self.targets.values()]
+        values += [h.get_secret_value() for s in self.sources.values() for h in s.hook_secrets]
+        for secret in (self.dashboard.token, self.dashboard.password):
+            if secret is not None:
+                values.append(secret.get_secret_value())
+        return values
 
     def source(self, name: str) -> Administration:
         return _administration(name, self.sources[name])

@@ -37,12 +37,11 @@ from worker.metrics import (
     observe_api_call,
     observe_limit,
 )
-from worker.operate import SYNTHETIC
 from worker.queue import FAN_OUT, SYNC, job_deserializer, job_serializer
 from worker.ratelimit import SharedRateLimit
 from worker.redisio import done as redis_done
 from worker.retry import backoff, give_up_reason
-from worker.store import FINAL, EventStore
+from worker.store import FINAL, SYNTHETIC, EventStore
 
 log = structlog.get_logger(__name__)
 

@@ -33,11 +33,6 @@ WAITING: tuple[Status, ...] = ("queued", "running")
 # What `events replay` runs again; `failed retry` runs failed events only.
 REPLAYABLE: frozenset[str] = frozenset({"done", "ignored", "failed", "discarded"})
 RETRYABLE: frozenset[str] = frozenset({"failed"})
-# Events an operator's command records (`worker.resync`), not hooks: they carry their routes and invoice,
-# and the fan-out syncs that invoice on those routes again when one is re-enqueued.
-BACKFILL = "backfill"
-AUDIT = "audit"
-SYNTHETIC: frozenset[str] = frozenset({BACKFILL, AUDIT})
 
 Progress = Callable[[int, int], None]
 

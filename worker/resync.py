@@ -26,10 +26,9 @@ from worker.config import Settings
 from worker.documents import Documents
 from worker.heartbeat import heartbeats
 from worker.idmap import RedisIdMap
-from worker.operate import AUDIT, BACKFILL
 from worker.ratelimit import SharedRateLimit
 from worker.redisio import text
-from worker.store import FINAL, EventStore
+from worker.store import AUDIT, BACKFILL, FINAL, EventStore
 
 Progress = Callable[[int, int], None]
 # How long an operator's command waits for one API slot before giving up: the workers share the budget.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import structlog
@@ -17,10 +17,13 @@ from worker.config import Settings
 from worker.embedded_redis import EmbeddedRedis
 from worker.heartbeat import keep_beating, new_worker_id
 from worker.jobs import worker_settings
-from worker.listener import create_app
 from worker.metrics import start_worker_metrics
 
 log = structlog.get_logger(__name__)
+
+# What makes the listener's application: `worker.web.app.create_app`, handed in by the entry point (the core
+# does not import the web front door).
+AppFactory = Callable[[Settings, str], web.Application]
 
 
 @contextlib.contextmanager
@@ -85,11 +88,15 @@ class Running:
             await self.metrics.cleanup()
 
 
-async def start(settings: Settings, redis_url: str, *, listen: bool = True, work: bool = True) -> Running:
+async def start(
+    settings: Settings, redis_url: str, *, app: AppFactory | None = None, work: bool = True
+) -> Running:
+    """Start a listener (when given its ``app`` factory) and/or a worker in this event loop."""
+    listen = app is not None
     runner = None
     url = None
-    if listen:
-        runner = web.AppRunner(create_app(settings, redis_url), access_log=None)
+    if app is not None:
+        runner = web.AppRunner(app(settings, redis_url), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, settings.listen_host, settings.listen_port)
         await site.start()
@@ -113,9 +120,11 @@ async def start(settings: Settings, redis_url: str, *, listen: bool = True, work
     return Running(url, runner, worker, task)
 
 
-async def serve(settings: Settings, redis_url: str, *, listen: bool = True, work: bool = True) -> None:
+async def serve(
+    settings: Settings, redis_url: str, *, app: AppFactory | None = None, work: bool = True
+) -> None:
     """Run until SIGTERM or SIGINT, then stop gracefully."""
-    running = await start(settings, redis_url, listen=listen, work=work)
+    running = await start(settings, redis_url, app=app, work=work)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

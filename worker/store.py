@@ -24,6 +24,11 @@ Status = Literal["queued", "running", "done", "ignored", "failed", "discarded"]
 STATUSES: tuple[Status, ...] = ("queued", "running", "done", "ignored", "failed", "discarded")
 # Discarded: an operator gave up on a failed event; it stays, with who and why in its history, for audit.
 FINAL: frozenset[str] = frozenset({"done", "ignored", "failed", "discarded"})
+# Events an operator's command records (`worker.resync`), not hooks: they carry their routes and invoice,
+# and the fan-out syncs that invoice on those routes again when one is re-enqueued.
+BACKFILL = "backfill"
+AUDIT = "audit"
+SYNTHETIC: frozenset[str] = frozenset({BACKFILL, AUDIT})
 
 
 def new_event_id() -> str:

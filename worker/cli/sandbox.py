@@ -23,6 +23,7 @@ from worker.config import Settings
 from worker.embedded_redis import EmbeddedRedis, free_port
 from worker.runtime import start
 from worker.store import FINAL, Event, EventStore
+from worker.web.app import create_app
 
 
 async def run_sandbox(*, port: int, data_dir: Path, demo: bool, exit_after_demo: bool) -> int:
@@ -58,7 +59,7 @@ async def run_sandbox(*, port: int, data_dir: Path, demo: bool, exit_after_demo:
                 },
                 routes={"sales": {"source": "hostfact", "target": "wefact", "ledger": "sales"}},
             )
-            running = await start(settings, server.url)
+            running = await start(settings, server.url, app=create_app)
             click.echo(
                 "\nfactsync sandbox is running\n"
                 f"  listener        {running.listener_url}/hooks/hostfact  (health: /healthz, /readyz)\n"

@@ -13,8 +13,9 @@ from redis.asyncio import Redis
 
 from tasks.client import ApiClient
 from tasks.remap import rebuild_id_map
-from worker.cli_ops import register as register_operator_commands
-from worker.clicontext import load_settings_for
+from worker.cli.context import load_settings_for
+from worker.cli.ops import register as register_operator_commands
+from worker.cli.sandbox import run_sandbox
 from worker.config import Settings
 from worker.heartbeat import heartbeats, verdict
 from worker.idmap import RedisIdMap
@@ -22,6 +23,7 @@ from worker.logs import configure_logging
 from worker.ratelimit import SharedRateLimit
 from worker.runtime import redis_for, running_redis_url, serve
 from worker.supervisor import Supervisor
+from worker.web.app import create_app
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -60,7 +62,7 @@ def main(ctx: click.Context, config: Path | None, log_json: bool | None, log_lev
 def _run(settings: Settings, *, listen: bool, work: bool) -> None:
     try:
         with redis_for(settings) as redis_url:
-            asyncio.run(serve(settings, redis_url, listen=listen, work=work))
+            asyncio.run(serve(settings, redis_url, app=create_app if listen else None, work=work))
     except KeyboardInterrupt:
         pass
 
@@ -239,8 +241,6 @@ def sandbox(ctx: click.Context, port: int, data_dir: Path, demo: bool, exit_afte
     Acting on the simulated HostFact through its API fires its hooks at the listener, as a real HostFact
     with hooks.php would; the addresses are printed at start.
     """
-    from worker.sandbox import run_sandbox
-
     configure_logging(json=ctx.obj["log_json"], level=ctx.obj["log_level"])
     if ctx.obj["log_level"] != "DEBUG":
         # arq logs a line per job start and end; in the sandbox that buries the demo's own output.

@@ -37,10 +37,10 @@ from redis.asyncio import Redis
 
 from tasks.redact import REDACTED, Redactor
 from worker import keys, operate
-from worker.clicontext import secrets_of
 from worker.config import DashboardSettings, Settings
 from worker.heartbeat import STALE_AFTER
 from worker.store import STATUSES, Event, EventStore
+from worker.web.appkeys import REDIS, STORE
 
 PREFIX = "/dashboard"
 COOKIE = "factsync_dashboard"
@@ -62,7 +62,7 @@ def setup_dashboard(app: web.Application, settings: Settings) -> None:
         return
     dashboard = web.Application(middlewares=[security_headers, guard])
     dashboard[AUTH] = Guard(settings.dashboard)
-    dashboard[SCRUB] = Scrubber(secrets_of(settings))
+    dashboard[SCRUB] = Scrubber(settings.secrets())
     dashboard[SETTINGS] = settings
     dashboard[TEMPLATES] = templates()
     event = "/events/{event_id:" + EVENT_ID + "}"
@@ -81,9 +81,9 @@ def setup_dashboard(app: web.Application, settings: Settings) -> None:
 
 
 def templates() -> jinja2.Environment:
-    """The page templates, shipped as package data in worker/templates/dashboard."""
+    """The page templates, shipped as package data in worker/web/templates/dashboard."""
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("worker", "templates/dashboard"),
+        loader=jinja2.PackageLoader("worker.web", "templates/dashboard"),
         autoescape=True,  # every page is HTML: escape everything, not only *.html by name
         undefined=jinja2.StrictUndefined,  # a typo in a template is an error in the tests, not a blank
         trim_blocks=True,
@@ -381,16 +381,11 @@ def render(request: web.Request, template: str, *, status: int = 200, **context:
 
 
 def _store(request: web.Request) -> EventStore:
-    # The listener owns Redis and the store (opened in its cleanup context); imported here because the
-    # listener imports this module.
-    from worker.listener import STORE
-
+    # The listener owns Redis and the store (opened in its cleanup context).
     return request.config_dict[STORE]
 
 
 def _redis(request: web.Request) -> Redis:
-    from worker.listener import REDIS
-
     return request.config_dict[REDIS]
 
 

@@ -26,7 +26,7 @@ from tasks.audit import AuditReport
 from tasks.errors import ApiError, TransientError
 from tasks.model import Route
 from worker import operate, resync
-from worker.clicontext import load_settings_for
+from worker.cli.context import load_settings_for
 from worker.config import Settings
 from worker.heartbeat import STALE_AFTER
 from worker.runtime import running_redis_url

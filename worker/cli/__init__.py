@@ -1,0 +1,1 @@
+"""The `factsync` command line: the daemons, the operators' commands and the sandbox."""

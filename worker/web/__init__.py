@@ -1,0 +1,1 @@
+"""The HTTP front door: the listener's application (hooks, health, metrics and the dashboard)."""
