@@ -202,7 +202,7 @@ def run_load(url: str, mode: str, connections: int, seconds: float, rate: float,
     queue = ctx.Queue()
     proc = ctx.Process(target=load, args=(url, mode, connections, seconds, rate, tag, queue))
     proc.start()
-    result = queue.get(timeout=seconds + 300)
+    result: dict[str, Any] = queue.get(timeout=seconds + 300)
     proc.join()
     return result
 

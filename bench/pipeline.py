@@ -222,14 +222,15 @@ async def part_throughput(args: argparse.Namespace, redis_url: str, workdir: Pat
                 run = await throughput_run(redis_url, workdir, latency, processes, args.events, args.max_jobs)
                 print(f"  {processes}p {latency * 1000:.0f}ms: {json.dumps(_round(run))}", flush=True)
                 runs.append(run)
-            summary = {k: round(median([r[k] for r in runs]), 3) for k in runs[0]}
+            medians = {k: round(median([r[k] for r in runs]), 3) for k in runs[0]}
+            summary: dict[str, float | None] = dict(medians)
             summary["ratio_to_ideal"] = (
-                round(summary["events_per_s"] / summary["ideal_events_per_s"], 3) if latency else None
+                round(medians["events_per_s"] / medians["ideal_events_per_s"], 3) if latency else None
             )
             summary["ratio_to_arq_noop"] = round(
-                summary["events_per_s"] / out[f"arq_noop_{processes}p"]["jobs_per_s"], 4
+                medians["events_per_s"] / out[f"arq_noop_{processes}p"]["jobs_per_s"], 4
             )
-            summary["cpu_ms_per_event_vs_50ms_round_trip"] = round(summary["cpu_ms_per_event"] / 50, 3)
+            summary["cpu_ms_per_event_vs_50ms_round_trip"] = round(medians["cpu_ms_per_event"] / 50, 3)
             out[f"{processes}p_{latency * 1000:.0f}ms"] = summary
             print(f"{processes}p {latency * 1000:.0f}ms median: {summary}", flush=True)
     return out
@@ -371,13 +372,13 @@ async def part_economy_latency(args: argparse.Namespace, redis_url: str, parts: 
             samples = []
             for inv in made:
                 await asyncio.sleep(args.latency_gap)
-                m = len(target.calls)
+                before = len(target.calls)
                 await stack.call("invoice", "partpayment", Identifier=inv["Identifier"], AmountPaid="1.00")
                 events = await stack.settled()
                 event = max(
                     (e for e in events if e.action == "invoice_is_partly_paid"), key=lambda e: e.received_at
                 )
-                writes = [c for c in target.calls[m:] if c.action == "partpayment" and c.applied]
+                writes = [c for c in target.calls[before:] if c.action == "partpayment" and c.applied]
                 if writes:
                     samples.append((writes[0].started + writes[0].duration - event.received_at) * 1000)
             out["latency_ms"] = {

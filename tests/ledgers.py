@@ -50,7 +50,7 @@ def is_draft(invoice: Mapping[str, Any]) -> bool:
 
 
 def is_credit_note(invoice: Mapping[str, Any]) -> bool:
-    return invoice["Status"] == 8
+    return bool(invoice["Status"] == 8)
 
 
 def mirrored_invoices(source: SimAdministration) -> list[Record]:

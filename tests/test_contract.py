@@ -77,7 +77,21 @@ def client_for(canned: Canned, dialect: Dialect) -> ApiClient:
 
 # invoice_api_controller::_show_invoice: Identifier a string, amounts DECIMAL strings, percentages FLOAT × 100
 # as PHP floats, a line's Identifier a number, Periods an int string, Discount × 100.
-HOSTFACT_SHOW = {
+HOSTFACT_LINES: list[dict[str, Any]] = [
+    {
+        "Identifier": 31,
+        "Number": "1",
+        "Description": "Hosting Basic",
+        "PriceExcl": "7.5",
+        "DiscountPercentage": 0,
+        "TaxPercentage": 7.000000000000001,
+        "Periods": "12",
+        "Periodic": "m",
+        "StartPeriod": "2026-01-01",
+        "EndPeriod": "2026-12-31",
+    }
+]
+HOSTFACT_SHOW: dict[str, Any] = {
     "Identifier": "12",
     "InvoiceCode": "F0012",
     "DebtorCode": "DB0001",
@@ -91,20 +105,7 @@ HOSTFACT_SHOW = {
     "VatCalcMethod": "excl",
     "ReferenceNumber": "[factsync:hostfact:7]",
     "PayDate": "",
-    "InvoiceLines": [
-        {
-            "Identifier": 31,
-            "Number": "1",
-            "Description": "Hosting Basic",
-            "PriceExcl": "7.5",
-            "DiscountPercentage": 0,
-            "TaxPercentage": 7.000000000000001,
-            "Periods": "12",
-            "Periodic": "m",
-            "StartPeriod": "2026-01-01",
-            "EndPeriod": "2026-12-31",
-        }
-    ],
+    "InvoiceLines": HOSTFACT_LINES,
 }
 # wefact.nl/api/facturen/*: bare numbers for prices and quantities, StartDate beside StartPeriod.
 WEFACT_SHOW = HOSTFACT_SHOW | {
@@ -133,12 +134,17 @@ def test_a_shown_invoice_parses_the_same_in_both_dialects(row: dict[str, Any]) -
     (line,) = invoice.lines
     assert (line.tax_percentage, line.quantity, line.price_excl) == (Decimal(7), Decimal(1), Decimal("7.5"))
     assert (line.periods, line.period_unit, line.start_period) == (12, "m", "2026-01-01")
-    assert (invoice.discount, invoice.status, invoice.amount_paid) == (Decimal(10), Status.PARTLY_PAID, 10)
+    assert (invoice.discount, invoice.status, invoice.amount_paid) == (
+        Decimal(10),
+        Status.PARTLY_PAID,
+        Decimal(10),
+    )
     assert line.identifier == "31"
 
 
 def test_a_line_without_a_period_unit_is_one_period_whatever_periods_says() -> None:
-    row = HOSTFACT_SHOW | {"InvoiceLines": [HOSTFACT_SHOW["InvoiceLines"][0] | {"Periodic": ""}]}
+    (line_row,) = HOSTFACT_LINES
+    row = HOSTFACT_SHOW | {"InvoiceLines": [line_row | {"Periodic": ""}]}
     (line,) = parse_sales_invoice(row).lines
     assert (line.periods, line.start_period) == (1, "")
 
@@ -158,7 +164,7 @@ def test_a_list_row_has_no_reference_and_no_paid_amount() -> None:
         "Modified": "2026-01-06 10:00:00",
     }
     invoice = parse_sales_invoice(row)
-    assert (invoice.reference, invoice.amount_paid, invoice.term) == ("", 0, 0)
+    assert (invoice.reference, invoice.amount_paid, invoice.term) == ("", Decimal(0), 0)
 
 
 @pytest.mark.parametrize("dialect", ["hostfact", "wefact"])

@@ -32,10 +32,13 @@ from tests.test_worker_process import config_file
 from worker import keys
 from worker.embedded_redis import free_port
 from worker.heartbeat import heartbeats
+from worker.redisio import done
 from worker.runtime import start
 from worker.store import FINAL, EventStore
 from worker.supervisor import Backoff, Supervisor
 from worker.web.app import create_app
+
+pytestmark = pytest.mark.slow
 
 
 def clean_env() -> dict[str, str]:
@@ -269,11 +272,18 @@ async def test_check_passes_only_while_a_worker_heartbeat_is_fresh(
         await worker.stop()
 
     # A worker that stopped beating (hung, or killed before it could take its heartbeat down).
-    await redis.hset(
-        keys.worker("gone:1:abc"),
-        mapping={"host": "elsewhere", "pid": 1, "started_at": time.time() - 100, "beat_at": time.time() - 40},
+    await done(
+        redis.hset(
+            keys.worker("gone:1:abc"),
+            mapping={
+                "host": "elsewhere",
+                "pid": 1,
+                "started_at": time.time() - 100,
+                "beat_at": time.time() - 40,
+            },
+        )
     )
-    await redis.sadd(keys.WORKERS, "gone:1:abc")
+    await done(redis.sadd(keys.WORKERS, "gone:1:abc"))
     code, output = await check(config)
     # 40 s when it was written; a slow machine may take a second or two to run the check.
     newest = re.match(r"unhealthy: no fresh worker heartbeat: the newest is (\d+) s old", output)

@@ -531,6 +531,7 @@ CHROMIUM_ARGS = [
 ]
 
 
+@pytest.mark.slow
 async def test_in_a_browser_an_operator_signs_in_sees_the_failure_retries_it_and_sees_it_done(
     redis: Redis, redis_url: str
 ) -> None:

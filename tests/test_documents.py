@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from worker import keys
 from worker.documents import Documents
 from worker.queue import job_deserializer
+from worker.redisio import done
 
 
 def documents(redis: Redis, lease_ms: int = 60_000) -> Documents:
@@ -29,7 +30,7 @@ async def test_many_events_for_a_queued_document_make_one_job(redis: Redis) -> N
     assert jobs == [created[0]]
     body = job_deserializer(await redis.get(keys.job(jobs[0])))
     assert (body["f"], body["a"]) == ("sync_document", ["sales", "12"])
-    assert await redis.scard(keys.pending("sales", "12")) == 100
+    assert await done(redis.scard(keys.pending("sales", "12"))) == 100
 
 
 async def test_other_documents_and_routes_get_their_own_job(redis: Redis) -> None:
@@ -62,7 +63,7 @@ async def test_events_during_a_run_cause_exactly_one_follow_up(redis: Redis) -> 
     assert again is not None
     assert sorted(again.event_ids) == sorted(f"evt_d{n}" for n in range(50))
     assert await docs.release(again, again.event_ids) is None, "nothing came meanwhile: no further run"
-    assert await redis.scard(keys.pending("sales", "12")) == 0
+    assert await done(redis.scard(keys.pending("sales", "12"))) == 0
 
 
 async def test_no_new_job_when_a_queued_job_will_see_the_events(redis: Redis) -> None:

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from bench.drills import drill, drill_faults, drill_listener_down
 from tests.conftest import hook_body
@@ -24,6 +25,8 @@ from worker import keys
 from worker.embedded_redis import EmbeddedRedis
 from worker.queue import fan_out_job_id
 from worker.store import EventStore
+
+pytestmark = pytest.mark.slow
 
 
 def _args(**values: object) -> argparse.Namespace:

@@ -384,6 +384,7 @@ async def test_listener_down_spools_at_once(forwarder: Forwarder) -> None:
     assert json.loads(record["body"]) == {"action": "invoice_is_paid", "data": PAID}
 
 
+@pytest.mark.slow
 async def test_a_hanging_listener_costs_one_request_about_two_seconds(
     forwarder: Forwarder, hanging_url: str
 ) -> None:

@@ -37,6 +37,7 @@ from tasks.simulator import SimAdministration, run_simulator
 from tasks.sync import sync_invoice
 from tests.conftest import HOOK_SECRET, SEED_HOOKS, SOURCE_KEY, TARGET_KEY, make_settings, sign
 from worker.idmap import RedisIdMap
+from worker.redisio import done
 from worker.web.app import create_app
 
 OPENAPI = Path(__file__).resolve().parent.parent / "worker" / "openapi.yaml"
@@ -100,7 +101,8 @@ def sync_redis(redis_url: str) -> Iterator[SyncRedis]:
 
 
 def snapshot(redis: SyncRedis) -> set[bytes]:
-    return set(redis.keys("*"))
+    found: list[bytes] = redis.keys("*")  # type: ignore[assignment]
+    return set(found)
 
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
@@ -232,7 +234,7 @@ def test_the_listener_keeps_to_its_openapi_description(live: LiveListener) -> No
 
     base_url = f"http://127.0.0.1:{live.port}"
     loaded = schemathesis.openapi.from_path(str(OPENAPI))
-    operations = [result.ok() for result in loaded.get_all_operations()]
+    operations = [result.ok() for result in loaded.get_all_operations()]  # type: ignore[union-attr]
     assert len(operations) == 3
 
     for operation in operations:
@@ -410,13 +412,13 @@ async def test_no_secret_reaches_a_log_line_the_event_store_or_metrics(
         async for key in stack.store.redis.scan_iter("*"):
             kind = (await stack.store.redis.type(key)).decode()
             if kind == "hash":
-                dump.append(repr(await stack.store.redis.hgetall(key)))
+                dump.append(repr(await done(stack.store.redis.hgetall(key))))
             elif kind == "string":
                 dump.append(repr(await stack.store.redis.get(key)))
             elif kind == "zset":
                 dump.append(repr(await stack.store.redis.zrange(key, 0, -1)))
             elif kind == "list":
-                dump.append(repr(await stack.store.redis.lrange(key, 0, -1)))
+                dump.append(repr(await done(stack.store.redis.lrange(key, 0, -1))))
     out, err = capfd.readouterr()
     logs = "\n".join(record.getMessage() + repr(record.__dict__) for record in caplog.records)
     haystacks = {"stdout": out, "stderr": err, "logging": logs, "redis": "\n".join(dump), "metrics": metrics}

@@ -61,9 +61,12 @@ from tests.ledgers import (
 from tests.stack import LINES, hostfact_firing_at, pipeline_settings
 from worker import keys
 from worker.embedded_redis import free_port
+from worker.redisio import done
 from worker.runtime import start
 from worker.store import FINAL, Event, EventStore
 from worker.web.app import create_app
+
+pytestmark = pytest.mark.slow
 
 JOB_TIMEOUT = 5
 # arq's in-progress key: max(fan_out's 30 s, job_timeout) + 10 s; then a margin for the sync itself.
@@ -347,7 +350,7 @@ async def _settled(
                 )
                 if redis is not None:
                     lease = await redis.pttl(keys.lock("sales", document))
-                    pending = await redis.scard(keys.pending("sales", document))
+                    pending = await done(redis.scard(keys.pending("sales", document)))
                     held = f"held for {lease} ms more" if lease >= 0 else "gone (expired or released)"
                     line += f"; lease {keys.lock('sales', document)} {held}; {pending} event(s) pending"
                 details.append(line)

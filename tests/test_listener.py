@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -98,7 +99,7 @@ async def test_an_unknown_action_is_recorded_as_ignored_with_the_reason(
 
 async def _refused(
     listener: Listener, redis: Redis, body: bytes, headers: dict[str, str], path: str = "hostfact"
-):
+) -> tuple[int, dict[str, Any]]:
     before = await redis.dbsize()
     async with listener.session.post(f"{listener.url}/hooks/{path}", data=body, headers=headers) as response:
         answer = await response.json()

@@ -127,7 +127,8 @@ async def test_rate_limit_waits_and_refusals_are_counted(redis: Redis) -> None:
     from worker.ratelimit import SharedRateLimit
 
     def count(counter: Counter, *labels: str) -> float:
-        return counter.labels(*labels)._value.get()  # type: ignore[attr-defined]
+        value: float = counter.labels(*labels)._value.get()
+        return value
 
     # 600 a minute is a call every 0.1 s and a burst of 1 allows no more: a second call at once waits,
     # and one that may not wait that long is refused.

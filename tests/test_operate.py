@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,16 +17,19 @@ from typing import Any
 
 import aiohttp
 import pytest
+from click.testing import CliRunner
 from redis.asyncio import Redis
 
-from tasks.audit import Difference, compare
+from tasks.drift import Difference, compare
 from tasks.invoice import Invoice, Line, Status
 from tests.conftest import HOOK_SECRET, SOURCE_KEY, TARGET_KEY, hook_body, sign
 from tests.stack import LINES as HOSTFACT_SEED_LINES
 from tests.stack import TEST_BUDGET, Stack, running_stack
 from worker import keys
+from worker.cli.main import main
 from worker.operate import parse_when
 from worker.ratelimit import SharedRateLimit
+from worker.redisio import done
 
 OPERATOR = "ops@test"
 # The stack's workers get a budget that does not slow the tests down (tests.stack.TEST_BUDGET).
@@ -73,22 +75,14 @@ dry_run = {"true" if route.dry_run else "false"}
 
 
 async def cli(config: Path, *args: str) -> Ran:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FACTSYNC_")}
+    """`factsync -c CONFIG ARGS...`, in this process (click's runner, in a thread: the commands run their own
+    event loop). A subprocess would cost a second of imports each; tests/test_cli.py runs the real command."""
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("FACTSYNC_")}
     env["FACTSYNC_OPERATOR"] = OPERATOR
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "worker.cli",
-        "-c",
-        str(config),
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    result = await asyncio.to_thread(
+        CliRunner().invoke, main, ["-c", str(config), *args], env=env, catch_exceptions=False
     )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return Ran(process.returncode, stdout.decode(), stderr.decode())
+    return Ran(result.exit_code, result.stdout, result.stderr)
 
 
 async def post_hook(stack: Stack, action: str, data: dict[str, Any]) -> str:
@@ -450,7 +444,7 @@ async def test_a_failed_backfill_event_is_re_enqueued_onto_its_own_route(
     assert await fan_out(ctx, event_id) == "fanned out to 1 route(s)"
     event = await store.get(event_id)
     assert event is not None and event.status == "running" and event.routes == ["sales"]
-    assert await redis.smembers(keys.pending("sales", "7")) == {event_id.encode()}
+    assert await done(redis.smembers(keys.pending("sales", "7"))) == {event_id.encode()}
 
 
 async def test_a_backfill_without_a_worker_says_so_unless_told_not_to_wait(
@@ -476,4 +470,4 @@ async def test_a_backfill_without_a_worker_says_so_unless_told_not_to_wait(
         ["sales"],
         7,
     )
-    assert await redis.scard(keys.pending("sales", "7")) == 1 and await redis.zcard(keys.QUEUE) == 1
+    assert await done(redis.scard(keys.pending("sales", "7"))) == 1 and await redis.zcard(keys.QUEUE) == 1

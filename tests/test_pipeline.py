@@ -58,7 +58,8 @@ class Pipeline:
     async def new_invoice(self) -> dict[str, Any]:
         debtor = (await self.source.call("debtor", "add", {"CompanyName": "Company X"}))["debtor"]
         params = {"DebtorCode": debtor["DebtorCode"], "InvoiceLines": LINES, "Status": 2}
-        return (await self.source.call("invoice", "add", params))["invoice"]
+        invoice: dict[str, Any] = (await self.source.call("invoice", "add", params))["invoice"]
+        return invoice
 
 
 @pytest.fixture

@@ -37,6 +37,7 @@ from decimal import Decimal
 from typing import Any
 
 import hypothesis
+import pytest
 from aiohttp import ClientSession, web
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -57,6 +58,8 @@ from worker.config import Settings
 from worker.runtime import Running, start
 from worker.store import FINAL, Event, EventStore
 from worker.web.app import create_app
+
+pytestmark = pytest.mark.slow
 
 SETTLE_WITHIN = 30.0
 
