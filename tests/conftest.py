@@ -23,6 +23,9 @@ from worker.embedded_redis import EmbeddedRedis
 from worker.store import EventStore
 from worker.web.app import create_app
 
+# The route fixtures (`sales`, `purchase`) need tests.stack, which needs this module's constants.
+pytest_plugins = ["tests.routes"]
+
 HOOK_SECRET = "whsec_" + base64.b64encode(b"factsync-test-hook-secret-0001").decode()
 OLD_HOOK_SECRET = "whsec_" + base64.b64encode(b"factsync-test-hook-secret-old").decode()
 SOURCE_KEY = "source-api-key-5f1e2d3c"

@@ -21,8 +21,6 @@ from tests.stack import Stack, running_stack
 from worker.idmap import RedisIdMap
 from worker.store import Event
 
-DIALECTS = ["wefact", "hostfact"]
-
 DEBTOR = {
     "CompanyName": "Company X",
     "SurName": "Jackson",
@@ -43,21 +41,6 @@ SUBSCRIPTION = {
 }
 DISCOUNTED = {"Description": "Setup", "Number": "3", "PriceExcl": "33.33", "DiscountPercentage": "15"}
 LOW_RATE = {"Description": "E-book", "PriceExcl": "19.99", "TaxPercentage": "9"}
-
-
-@pytest.fixture(params=DIALECTS)
-async def sales(request: pytest.FixtureRequest, redis: Redis, redis_url: str) -> AsyncIterator[Stack]:
-    async with running_stack(redis_url, target_dialect=request.param, ledger="sales") as stack:
-        yield stack
-
-
-@pytest.fixture(params=DIALECTS)
-async def purchase(request: pytest.FixtureRequest, redis: Redis, redis_url: str) -> AsyncIterator[Stack]:
-    async with running_stack(
-        redis_url, target_dialect=request.param, ledger="purchase", creditors={"DB0001": "CD0001"}
-    ) as stack:
-        stack.target.add_creditor(CompanyName="Our supplier B.V.")
-        yield stack
 
 
 async def invoice(stack: Stack, lines: list[dict[str, Any]], **fields: Any) -> int:

@@ -6,7 +6,6 @@ WeFact's 25 on 277.86 and its invoiceline add, and HostFact's purchase invoice 2
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -46,8 +45,6 @@ PURCHASE_SEED_LINES = [
 ]
 SALES_STATUS_IN_TARGET = {1: 2, 2: 2, 3: 3, 4: 4, 9: 9}
 PURCHASE_STATUS_IN_TARGET = {1: 1, 2: 1, 3: 2, 4: 3, 9: 9}
-
-DIALECTS = ["wefact", "hostfact"]
 
 
 def lines_of(record: dict[str, Any]) -> list[tuple[str, Decimal, Decimal, Decimal]]:
@@ -115,21 +112,6 @@ async def company_x(redis: Redis) -> dict[str, Any]:
         "Country": "NL",
         "EmailAddress": "info@company.com",
     }
-
-
-@pytest.fixture(params=DIALECTS)
-async def sales(request: pytest.FixtureRequest, redis: Redis, redis_url: str) -> AsyncIterator[Stack]:
-    async with running_stack(redis_url, target_dialect=request.param, ledger="sales") as stack:
-        yield stack
-
-
-@pytest.fixture(params=DIALECTS)
-async def purchase(request: pytest.FixtureRequest, redis: Redis, redis_url: str) -> AsyncIterator[Stack]:
-    async with running_stack(
-        redis_url, target_dialect=request.param, ledger="purchase", creditors={"DB0001": "CD0001"}
-    ) as stack:
-        stack.target.add_creditor(CompanyName="Our supplier B.V.")
-        yield stack
 
 
 async def new_invoice(
