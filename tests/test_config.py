@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import re
 from pathlib import Path
 
 import pytest
@@ -55,9 +57,56 @@ def test_the_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.
     assert settings.target("wefact").api_key.get_secret_value() == "from-env"
 
 
-def test_the_shipped_example_is_a_valid_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_shipped_example_is_whole_but_its_placeholder_secret_cannot_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(ConfigError, match=r"hook_secrets\[0\] is the placeholder of an example file"):
+        load_settings(ROOT / "factsync.example.toml")
+    monkeypatch.setenv("FACTSYNC_SOURCES__HOSTFACT__HOOK_SECRETS", f'["{HOOK_SECRET}"]')
     settings = load_settings(ROOT / "factsync.example.toml")
     assert list(settings.routes) == ["sales"]
+
+
+def _php_example_secret() -> str:
+    text = (ROOT / "deploy" / "hostfact" / "factsync-config.example.php").read_text()
+    match = re.search(r"'secret' => '([^']*)'", text)
+    assert match, "the forwarder's config example names a secret"
+    return match.group(1)
+
+
+@pytest.mark.parametrize(
+    ("secret", "problem"),
+    [
+        ("supersecret", "is not a Standard Webhooks secret"),
+        ("whsec_REPLACE_ME_WITH_BASE64", "placeholder"),
+        ("whsec_REPLACEWITHBASE64OFATLEAST24RANDOMBYTES00", "placeholder"),
+        (_php_example_secret(), "placeholder"),
+        ("whsec_YWJj", "holds 3 bytes"),
+        ("whsec_" + base64.b64encode(b"23 bytes are not enough").decode(), "holds 23 bytes"),
+        ("whsec_not base64!", "no base64"),
+    ],
+)
+def test_a_weak_or_placeholder_hook_secret_is_refused(tmp_path: Path, secret: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, GOOD.replace(HOOK_SECRET, secret)))
+    message = str(caught.value)
+    assert "sources.hostfact: hook_secrets[0]" in message and problem in message
+    assert "os.urandom(24)" in message, "the message says how to make a good one"
+    assert secret not in message or len(secret) < 8
+
+
+@pytest.mark.parametrize(
+    ("dashboard", "problem"),
+    [
+        ('token = "short"', "token has 5 characters"),
+        ('token = "REPLACE-WITH-A-LONG-RANDOM-TOKEN"', "placeholder"),
+        ('username = "ops"\npassword = "hunter2"', "password has 7 characters"),
+    ],
+)
+def test_a_guessable_dashboard_credential_is_refused(tmp_path: Path, dashboard: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, GOOD + "\n[dashboard]\n" + dashboard + "\n"))
+    assert "dashboard" in str(caught.value) and problem in str(caught.value)
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,9 @@ A wrong or missing setting stops start-up with a `ConfigError` that names the se
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,33 @@ DEFAULT_CONFIG = Path("factsync.toml")
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message names the setting and what is wrong with it."""
+
+
+# A hook secret signs every hook: at least 24 random bytes (192 bits), as `factsync sandbox` makes them.
+MIN_HOOK_SECRET_BYTES = 24
+MIN_DASHBOARD_TOKEN_CHARS = 24
+MAKE_HOOK_SECRET = (
+    """python3 -c "import base64,os;print('whsec_'+base64.b64encode(os.urandom(24)).decode())\""""
+)
+# The placeholders the repository's examples ship (factsync.example.toml, the Kubernetes secret example,
+# hooks.php's config example): never a working secret.
+_PLACEHOLDER = re.compile(r"replace|example|changeme|change_me|\.\.\.", re.IGNORECASE)
+
+
+def hook_secret_problem(value: str) -> str | None:
+    """What is wrong with a hook secret, or None: "whsec_" + base64 of at least 24 bytes, no placeholder."""
+    if not value.startswith("whsec_"):
+        return "is not a Standard Webhooks secret ('whsec_' + base64)"
+    if _PLACEHOLDER.search(value):
+        return "is the placeholder of an example file, not a secret"
+    try:
+        raw = base64.b64decode(value.removeprefix("whsec_"), validate=True)
+        Webhook(value)
+    except Exception:
+        return "is not a Standard Webhooks secret: no base64 after 'whsec_'"
+    if len(raw) < MIN_HOOK_SECRET_BYTES:
+        return f"holds {len(raw)} bytes; a hook secret needs at least {MIN_HOOK_SECRET_BYTES} random bytes"
+    return None
 
 
 class AdministrationSettings(BaseModel):
@@ -54,13 +83,9 @@ class SourceSettings(AdministrationSettings):
     @model_validator(mode="after")
     def _secrets_are_standard_webhooks_secrets(self) -> SourceSettings:
         for index, secret in enumerate(self.hook_secrets):
-            value = secret.get_secret_value()
-            try:
-                Webhook(value)
-            except Exception:
-                raise ValueError(
-                    f"hook_secrets[{index}] is not a Standard Webhooks secret ('whsec_' + base64)"
-                ) from None
+            problem = hook_secret_problem(secret.get_secret_value())
+            if problem is not None:
+                raise ValueError(f"hook_secrets[{index}] {problem}; make one with: {MAKE_HOOK_SECRET}")
         return self
 
 
@@ -107,6 +132,22 @@ class DashboardSettings(BaseModel):
     @property
     def enabled(self) -> bool:
         return self.token is not None or (self.username is not None and self.password is not None)
+
+    @model_validator(mode="after")
+    def _credentials_are_not_guessable(self) -> DashboardSettings:
+        for name, secret in (("token", self.token), ("password", self.password)):
+            if secret is None:
+                continue
+            value = secret.get_secret_value()
+            if _PLACEHOLDER.search(value) or value.lower() == "a long random string":
+                raise ValueError(f"{name} is the placeholder of an example file, not a secret")
+            if len(value) < MIN_DASHBOARD_TOKEN_CHARS:
+                raise ValueError(
+                    f"{name} has {len(value)} characters; use at least {MIN_DASHBOARD_TOKEN_CHARS} random "
+                    "ones "
+                    """(python3 -c "import secrets;print(secrets.token_urlsafe(24))")"""
+                )
+        return self
 
 
 class Settings(BaseSettings):
