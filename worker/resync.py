@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -55,7 +54,9 @@ class SyncRun:
     """The events one backfill or fix recorded, and how they ended (when it waited for them)."""
 
     event_ids: list[str] = field(default_factory=list)
-    outcomes: Counter[str] = field(default_factory=Counter)
+    # A plain dict, not a Counter: dataclasses.asdict rebuilds a Counter from (key, value) pairs, counting the
+    # pairs, and `--json` then met tuple keys.
+    outcomes: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
     listed: int = 0
     waited: bool = False
@@ -119,7 +120,9 @@ async def schedule_syncs(
             statuses = await _statuses(redis, pending)
             finished = [eid for eid, status in zip(pending, statuses, strict=True) if status in FINAL]
             if finished:
-                run.outcomes.update(s for s in statuses if s in FINAL)
+                for status in statuses:
+                    if status in FINAL:
+                        run.outcomes[status] = run.outcomes.get(status, 0) + 1
                 pending = [eid for eid, status in zip(pending, statuses, strict=True) if status not in FINAL]
                 last_change = time.monotonic()
                 if progress is not None:
