@@ -6,10 +6,11 @@ accept all of them and normalise (ids to int, amounts to Decimal, flags to bool)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 
 def _to_id(value: Any) -> Any:
@@ -70,19 +71,30 @@ Count = Annotated[int, BeforeValidator(_to_count), Field(ge=0, strict=True)]
 Code = Annotated[str, Field(min_length=1, max_length=255)]
 
 
-class InvoiceHook(BaseModel):
-    """The keys every invoice hook carries: the invoice's id and number and its debtor's id."""
+class InvoiceRef(BaseModel):
+    """What a sync needs of any invoice hook: the invoice's id. The rest of a hook is information."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
     id: Id
-    Debtor: Id
-    InvoiceCode: Code
 
     @property
     def document_id(self) -> int:
         """The source invoice whose state this hook says changed (the original, for a credit)."""
         return self.id
+
+
+class CreditRef(InvoiceRef):
+    """What a sync needs of invoice_is_credited: the original's id and the credit invoice's."""
+
+    CreditInvoiceID: Id
+
+
+class InvoiceHook(InvoiceRef):
+    """The keys every invoice hook carries: the invoice's id and number and its debtor's id."""
+
+    Debtor: Id
+    InvoiceCode: Code
 
 
 class InvoiceSentHook(InvoiceHook):
@@ -102,10 +114,9 @@ class InvoicePartlyPaidHook(InvoiceHook):
     AmountOpen: Amount
 
 
-class InvoiceCreditedHook(InvoiceHook):
+class InvoiceCreditedHook(InvoiceHook, CreditRef):
     """``id``/``InvoiceCode`` are the original invoice; ``CreditInvoice*`` the new Status 8 invoice."""
 
-    CreditInvoiceID: Id
     CreditInvoiceCode: Code
 
 
@@ -131,3 +142,45 @@ def parse_hook(action: str, data: Any) -> InvoiceHook | None:
     if model is None:
         return None
     return model.model_validate(data)
+
+
+@dataclass(frozen=True)
+class HookReading:
+    """What an authentic hook gives the sync: the invoice it names (with the fields that did not parse), or
+    why it names none. An authentic hook is never refused for a field the sync does not need."""
+
+    hook: InvoiceRef | None
+    # "data.Sent: Input should be ...": fields that did not parse; the sync reads the invoice, not these.
+    problems: tuple[str, ...] = ()
+    # Why no sync can come of it (no usable invoice id): the event goes to the failed store for a person.
+    unusable: str | None = None
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.hook.model_dump(mode="json") if self.hook is not None else {}
+
+
+def read_hook(action: str, data: dict[str, Any]) -> HookReading | None:
+    """The hook read as leniently as the sync allows; None for an action factsync does not act on."""
+    model = HOOKS.get(action)
+    if model is None:
+        return None
+    try:
+        return HookReading(model.model_validate(data))
+    except ValidationError as exc:
+        problems = tuple(_describe(error) for error in exc.errors())
+    core = CreditRef if issubclass(model, CreditRef) else InvoiceRef
+    try:
+        return HookReading(core.model_validate(data), problems=problems)
+    except ValidationError as exc:
+        return HookReading(None, problems, unusable="; ".join(_describe(error) for error in exc.errors()))
+
+
+def credit_invoice_of(hook: InvoiceRef) -> int | None:
+    """The credit invoice an invoice_is_credited hook names."""
+    return hook.CreditInvoiceID if isinstance(hook, CreditRef) else None
+
+
+def _describe(error: Any) -> str:
+    field = "data." + ".".join(str(part) for part in error["loc"]) if error["loc"] else "data"
+    return f"{field}: {error['msg']}"

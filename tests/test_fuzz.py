@@ -167,7 +167,7 @@ FIELDS = sorted({name for data in SEED_HOOKS.values() for name in data})
     encoding=st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "latin-1"]),
     ascii_only=st.booleans(),
 )
-def test_signed_hooks_with_wrong_types_get_422_never_5xx(
+def test_signed_hooks_with_wrong_types_are_recorded_never_5xx(
     live: LiveListener,
     sync_redis: SyncRedis,
     action: str,
@@ -186,11 +186,10 @@ def test_signed_hooks_with_wrong_types_get_422_never_5xx(
     headers = _sign_bytes(body)
     before = snapshot(sync_redis)
     status, answer = live.post("/hooks/hostfact", body, headers)
-    assert status in (200, 202, 401, 413, 415, 422), (status, answer)
+    # An authentic hook is recorded whatever its fields hold (invariant 10): queued, ignored or failed.
+    assert status in (200, 202, 401, 413, 415), (status, answer)
     if status >= 400:
         assert snapshot(sync_redis) == before, answer
-    if status == 422:
-        assert json.loads(answer)["field"]
 
 
 def _sign_bytes(body: bytes) -> dict[str, str]:

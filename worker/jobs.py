@@ -22,7 +22,7 @@ from arq.worker import func
 
 from tasks.client import ApiClient, api_session
 from tasks.errors import ApiError, BannedError, RateLimited, TransientError
-from tasks.hooks import InvoiceCreditedHook, parse_hook
+from tasks.hooks import credit_invoice_of, read_hook
 from tasks.sync import SyncResult, sync_invoice
 from worker import keys
 from worker.config import Settings
@@ -126,11 +126,18 @@ async def _fan_out(ctx: dict[str, Any], event_id: str) -> tuple[str, str]:
         for route in routes:
             await documents.schedule(route.name, document, event_id)
         return "fanned_out", f"fanned out to {len(routes)} route(s)"
-    hook = parse_hook(event.action, event.payload)
-    if hook is None:
+    reading = read_hook(event.action, event.payload)
+    if reading is None:
         await store.set_status(event_id, "ignored", reason=f"factsync does not act on {event.action!r}")
         EVENTS_SETTLED.labels("ignored").inc()
         return "ignored", "ignored"
+    hook = reading.hook
+    if hook is None:
+        await store.set_status(
+            event_id, "failed", reason=f"the hook names no usable invoice: {reading.unusable}"
+        )
+        EVENTS_SETTLED.labels("failed").inc()
+        return "failed", "no usable invoice"
     routes = settings.routes_of(event.source)
     if not routes:
         await store.set_status(event_id, "ignored", reason=f"no route has source {event.source!r}")
@@ -138,11 +145,10 @@ async def _fan_out(ctx: dict[str, Any], event_id: str) -> tuple[str, str]:
         return "ignored", "ignored: no route"
     await store.start(event_id, [route.name for route in routes])
     for route in routes:
-        if isinstance(hook, InvoiceCreditedHook):
+        credit = credit_invoice_of(hook)
+        if credit is not None:
             # The one link between an original and its credit invoice that HostFact's API does not show.
-            await RedisIdMap(ctx["redis"], route.name).put(
-                "credited_by", str(hook.id), str(hook.CreditInvoiceID)
-            )
+            await RedisIdMap(ctx["redis"], route.name).put("credited_by", str(hook.id), str(credit))
         await documents.schedule(route.name, str(hook.document_id), event_id)
     return "fanned_out", f"fanned out to {len(routes)} route(s)"
 

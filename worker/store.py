@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,7 +19,7 @@ from redis.asyncio import Redis
 from worker import keys
 from worker.config import Settings
 from worker.queue import FAN_OUT, fan_out_job_id, job_body, now_ms
-from worker.redisio import done
+from worker.redisio import done, text
 
 Status = Literal["queued", "running", "done", "ignored", "failed", "discarded"]
 STATUSES: tuple[Status, ...] = ("queued", "running", "done", "ignored", "failed", "discarded")
@@ -57,6 +58,8 @@ class Event:
     reason: str = ""
     last_exchange: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    # Fields of the hook that did not parse; the sync did not need them.
+    problems: list[str] = field(default_factory=list)
 
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> Event:
@@ -80,6 +83,7 @@ class Event:
             reason=raw.get("reason", ""),
             last_exchange=json.loads(raw["last_exchange"]) if raw.get("last_exchange") else None,
             history=json.loads(raw.get("history") or "[]"),
+            problems=json.loads(raw.get("problems") or "[]"),
         )
 
 
@@ -236,16 +240,21 @@ class EventStore:
         payload: dict[str, Any],
         webhook_id: str,
         ignored_reason: str | None = None,
+        failed_reason: str | None = None,
+        problems: Sequence[str] = (),
     ) -> Accepted:
         """Record a hook and queue its fan-out in one step, or return the event that has this webhook-id.
 
-        An ignored hook is recorded with its reason and queues nothing.
+        An ignored hook is recorded with its reason and queues nothing; so is a failed one (an authentic hook
+        no sync can come of), which lands in the failed store for a person. ``problems``: fields of the hook
+        that did not parse, noted on the event.
         """
         event_id = new_event_id()
         score = now_ms()
-        status: Status = "ignored" if ignored_reason else "queued"
-        job_id = "" if ignored_reason else fan_out_job_id(event_id, 0)
-        body = b"" if ignored_reason else job_body(FAN_OUT, (event_id,), score)
+        status: Status = "failed" if failed_reason else "ignored" if ignored_reason else "queued"
+        queued = status == "queued"
+        job_id = fan_out_job_id(event_id, 0) if queued else ""
+        body = job_body(FAN_OUT, (event_id,), score) if queued else b""
         fields = {
             "id": event_id,
             "source": source,
@@ -256,8 +265,10 @@ class EventStore:
             "webhook_id": webhook_id,
             "generation": "0",
             "tries": "0",
-            "reason": ignored_reason or "",
+            "reason": failed_reason or ignored_reason or "",
         }
+        if problems:
+            fields["problems"] = json.dumps(list(problems))
         flat = [item for pair in fields.items() for item in pair]
         result = await self._accept(
             keys=[
@@ -270,7 +281,7 @@ class EventStore:
             ],
             args=[event_id, self.dedup_ttl, score, job_id, body, self.job_expiry_ms, status, now_us(), *flat],
         )
-        stored_id, stored_status, duplicate = (_text(part) for part in result)
+        stored_id, stored_status, duplicate = (text(part) for part in result)
         return Accepted(stored_id, stored_status, duplicate == "1")  # type: ignore[arg-type]
 
     async def record(self, *, source: str, action: str, payload: dict[str, Any], routes: list[str]) -> str:
@@ -304,7 +315,7 @@ class EventStore:
         raw = await done(self.redis.hgetall(keys.event(event_id)))
         if not raw:
             return None
-        return Event.from_hash({_text(k): _text(v) for k, v in raw.items()})
+        return Event.from_hash({text(k): text(v) for k, v in raw.items()})
 
     async def get_many(self, event_ids: list[str]) -> list[Event | None]:
         """Several events in one round trip, in the order asked (None where an event is gone)."""
@@ -312,9 +323,7 @@ class EventStore:
             for event_id in event_ids:
                 pipe.hgetall(keys.event(event_id))
             raws = await pipe.execute()
-        return [
-            Event.from_hash({_text(k): _text(v) for k, v in raw.items()}) if raw else None for raw in raws
-        ]
+        return [Event.from_hash({text(k): text(v) for k, v in raw.items()}) if raw else None for raw in raws]
 
     async def set_status(self, event_id: str, status: Status, **fields: Any) -> str | None:
         """Move an event to ``status`` (updating the indexes) and set extra fields; returns the old status."""
@@ -322,7 +331,7 @@ class EventStore:
         for name, value in fields.items():
             flat += [name, value if isinstance(value, str | int | float) else json.dumps(value)]
         old = await self._set_status(keys=[keys.event(event_id)], args=[status, now_us(), *flat])
-        return _text(old) if old else None
+        return text(old) if old else None
 
     async def start(self, event_id: str, routes: list[str]) -> None:
         """The fan-out began: remember which routes must each record an outcome."""
@@ -343,12 +352,12 @@ class EventStore:
                 "last_exchange": json.dumps(outcome.get("exchange")) if outcome.get("exchange") else "",
             }
             await done(self.redis.hset(keys.event(event_id), mapping=failure))
-        elif status and _text(status) == "ignored":
+        elif status and text(status) == "ignored":
             # Settled as ignored: say why on the event itself, where operators list and filter reasons.
             await done(
                 self.redis.hset(keys.event(event_id), "reason", f"{route}: {outcome.get('detail', '')}")
             )
-        return _text(status) if status else None
+        return text(status) if status else None
 
     async def requeue(self, event_id: str, *, by: str) -> tuple[str, str]:
         """Re-enqueue an event that is done, ignored or failed. Returns (previous status, new job id);
@@ -362,7 +371,7 @@ class EventStore:
         previous, queued = await self._requeue(
             keys=[keys.event(event_id), keys.job(job_id), keys.QUEUE],
             args=[
-                _text(generation),
+                text(generation),
                 score,
                 job_id,
                 job_body(FAN_OUT, (event_id,), score),
@@ -371,7 +380,7 @@ class EventStore:
                 now_us(),
             ],
         )
-        return _text(previous), _text(queued)
+        return text(previous), text(queued)
 
     async def discard(self, event_id: str, *, by: str, reason: str) -> str:
         """Take a failed event out of the failed store for good, keeping it (status `discarded`) for audit.
@@ -380,7 +389,7 @@ class EventStore:
         """
         note = {"discarded_at": round(time.time(), 3), "by": by, "reason": reason}
         previous = await self._discard(keys=[keys.event(event_id)], args=[json.dumps(note), now_us()])
-        return _text(previous)
+        return text(previous)
 
     async def ids(
         self, status: Status | None = None, *, limit: int = 100, newest_first: bool = True
@@ -390,13 +399,7 @@ class EventStore:
             raw = await self.redis.zrevrange(key, 0, limit - 1)
         else:
             raw = await self.redis.zrange(key, 0, limit - 1)
-        return [_text(item) for item in raw]
+        return [text(item) for item in raw]
 
     async def count(self, status: Status | None = None) -> int:
         return int(await done(self.redis.zcard(keys.by_status(status) if status else keys.EVENTS)))
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode()
-    return str(value)

@@ -240,6 +240,9 @@ def _print_event(event: Event) -> None:
     ]
     if event.reason:
         rows.append(("reason", event.reason))
+    if event.problems:
+        # Fields of the hook that did not parse; the sync reads the invoice itself and did not need them.
+        rows.append(("problems", "; ".join(event.problems)))
     click.echo(f"event {event.id}")
     for name, value in rows:
         click.echo(f"  {name:<11} {value}")

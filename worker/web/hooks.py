@@ -10,9 +10,8 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from pydantic import ValidationError
 
-from tasks.hooks import parse_hook
+from tasks.hooks import read_hook
 from worker.config import Settings
 from worker.signing import SignatureError
 from worker.web.appkeys import SETTINGS, STORE, VERIFIERS
@@ -58,30 +57,44 @@ async def _receive_hook(request: web.Request) -> web.Response:
         return error(401, "bad_signature", str(exc))
     try:
         document = json.loads(body)
-    except ValueError:
-        return error(415, "not_json", "the body is not JSON")
-    if not isinstance(document, dict):
-        return error(422, "invalid", "the body must be a JSON object", field="(body)")
-    action = document.get("action")
-    data = document.get("data")
-    if not isinstance(action, str) or not action:
-        return error(422, "invalid", "'action' must be a non-empty string", field="action")
-    if not isinstance(data, dict):
-        return error(422, "invalid", "'data' must be an object with the hook's params", field="data")
-    try:
-        hook = parse_hook(action, data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = "data." + ".".join(str(part) for part in first["loc"])
-        problems = [
-            {"field": "data." + ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()
-        ]
-        return error(422, "invalid", f"{field}: {first['msg']}", field=field, problems=problems)
-    payload = hook.model_dump(mode="json") if hook else data
-    ignored = None if hook else f"factsync does not act on {action!r}"
-    accepted = await request.app[STORE].accept(
-        source=source, action=action, payload=payload, webhook_id=webhook_id, ignored_reason=ignored
-    )
+    except (ValueError, RecursionError):
+        # RecursionError: nested deeper than Python's parser goes. No hooks.php sends such a body.
+        return error(415, "not_json", "the body is not JSON (or nested too deeply to read)")
+    # From here the hook is authentic: it is recorded whatever it holds (invariant 10). Without a usable
+    # invoice id it goes to the failed store, with its body and the reason, for a person to see.
+    action, data, broken = _hook_shape(document)
+    reading = read_hook(action, data) if broken is None else None
+    if broken is not None:
+        accepted = await request.app[STORE].accept(
+            source=source,
+            action=action or "(none)",
+            # The body as text: it is what a person needs to see, whatever shape it has.
+            payload={"body": body.decode("utf-8", "replace")},
+            webhook_id=webhook_id,
+            failed_reason=f"the hook names no invoice: {broken}",
+        )
+    elif reading is None:
+        accepted = await request.app[STORE].accept(
+            source=source,
+            action=action,
+            payload=data,
+            webhook_id=webhook_id,
+            ignored_reason=f"factsync does not act on {action!r}",
+        )
+    elif reading.unusable is not None:
+        accepted = await request.app[STORE].accept(
+            source=source,
+            action=action,
+            payload=data,
+            webhook_id=webhook_id,
+            failed_reason=f"the hook names no usable invoice: {reading.unusable}",
+            problems=reading.problems,
+        )
+    else:
+        payload = data if reading.problems else reading.payload
+        accepted = await request.app[STORE].accept(
+            source=source, action=action, payload=payload, webhook_id=webhook_id, problems=reading.problems
+        )
     if accepted.duplicate:
         log.info("hook.duplicate", source=source, action=action, event_id=accepted.event_id)
         return web.json_response(
@@ -93,6 +106,18 @@ async def _receive_hook(request: web.Request) -> web.Response:
         "hook.accepted", source=source, action=action, event_id=accepted.event_id, status=accepted.status
     )
     return web.json_response({"event_id": accepted.event_id, "status": accepted.status}, status=202)
+
+
+def _hook_shape(document: Any) -> tuple[str, dict[str, Any], str | None]:
+    """(action, data, None) for a body of hooks.php's shape, else what is wrong with it."""
+    if not isinstance(document, dict):
+        return "", {}, "the body is not a JSON object"
+    action, data = document.get("action"), document.get("data")
+    if not isinstance(action, str) or not action:
+        return "", {}, "'action' is not a non-empty string"
+    if not isinstance(data, dict):
+        return action, {}, "'data' is not an object with the hook's params"
+    return action, data, None
 
 
 def _too_large(settings: Settings) -> web.Response:

@@ -45,8 +45,8 @@ def count_hook(source: str | None, response: web.Response | None) -> None:
     if response.status < 300:
         result = "duplicate" if answer.get("duplicate") else str(answer.get("status", "queued"))
         HOOKS_ACCEPTED.labels(label, result).inc()
-        if result == "ignored":
-            EVENTS_SETTLED.labels("ignored").inc()
+        if result in ("ignored", "failed"):
+            EVENTS_SETTLED.labels(result).inc()
     else:
         HOOKS_REJECTED.labels(label, str(answer.get("error", f"http_{response.status}"))).inc()
 
