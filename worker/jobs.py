@@ -282,7 +282,11 @@ async def _sync_claimed(ctx: dict[str, Any], claim: Claim) -> list[str]:
             EVENTS_SETTLED.labels(settled).inc()
     SYNCS.labels(claim.route, outcome["status"]).inc()
     SYNC_SECONDS.labels(claim.route).observe(elapsed)
-    log.info("sync.finished", status=outcome["status"], events=len(claim.event_ids))
+    if outcome["status"] == "failed":
+        # A failure needs a person: at WARNING, with its reason, so it shows where INFO is filtered out.
+        log.warning("sync.failed", reason=outcome.get("reason", ""), events=len(claim.event_ids))
+    else:
+        log.info("sync.finished", status=outcome["status"], events=len(claim.event_ids))
     return claim.event_ids
 
 
