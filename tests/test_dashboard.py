@@ -163,7 +163,9 @@ async def test_without_credentials_the_dashboard_is_not_mounted(listener: Listen
 # --- authentication -----------------------------------------------------------------------------------------
 
 
-async def test_token_mode_refuses_missing_and_wrong_credentials(dashboard: Dashboard) -> None:
+async def test_token_mode_refuses_missing_and_wrong_credentials(open_dashboard: Any) -> None:
+    # Many wrong credentials on purpose: a sign-in limit that does not step in (it has a test of its own).
+    dashboard: Dashboard = await open_dashboard(token=TOKEN, sign_in_limit=1000)
     wrong: list[dict[str, str]] = [
         {},
         {"Authorization": "Bearer not-the-token"},
@@ -193,6 +195,20 @@ async def test_a_bearer_token_opens_every_page(dashboard: Dashboard) -> None:
         assert "default-src 'none'" in r.headers["Content-Security-Policy"]
         assert r.headers["X-Frame-Options"] == "DENY"
         assert r.headers["Cache-Control"] == "no-store"
+
+
+async def test_wrong_sign_ins_are_throttled_per_client(dashboard: Dashboard) -> None:
+    """Five wrong tokens in a minute, and the client waits out the minute: the right token included."""
+    for _ in range(5):
+        status, _, _ = await dashboard.post("/dashboard/login", {"token": "wrong"})
+        assert status == 401
+    status, html, r = await dashboard.post("/dashboard/login", {"token": TOKEN})
+    assert status == 429 and "Too many wrong sign-ins" in html
+    assert 50 <= int(r.headers["Retry-After"]) <= 60
+    assert COOKIE not in r.cookies
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with dashboard.session.get(dashboard.url + "/dashboard", headers=headers) as bearer:
+        assert bearer.status == 429, "a header's credentials are throttled alike"
 
 
 async def test_the_login_form_sets_a_signed_httponly_strict_session_cookie(dashboard: Dashboard) -> None:
@@ -233,7 +249,7 @@ async def test_the_login_form_sets_a_signed_httponly_strict_session_cookie(dashb
 
 
 async def test_basic_auth_is_challenged_on_every_request(open_dashboard: Any) -> None:
-    dashboard: Dashboard = await open_dashboard(username="ops", password=PASSWORD)
+    dashboard: Dashboard = await open_dashboard(username="ops", password=PASSWORD, sign_in_limit=1000)
     status, _, r = await dashboard.get("/dashboard")
     assert status == 401
     assert r.headers.getall("WWW-Authenticate") == ['Basic realm="factsync dashboard", charset="UTF-8"']

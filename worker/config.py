@@ -128,6 +128,8 @@ class DashboardSettings(BaseModel):
     token: SecretStr | None = None
     username: str | None = None
     password: SecretStr | None = None
+    # Wrong sign-ins a client may make in a minute before it must wait the minute out.
+    sign_in_limit: int = Field(default=5, gt=0)
 
     @property
     def enabled(self) -> bool:

@@ -62,6 +62,7 @@ def setup_dashboard(app: web.Application, settings: Settings) -> None:
         return
     dashboard = web.Application(middlewares=[security_headers, guard])
     dashboard[AUTH] = Guard(settings.dashboard)
+    dashboard[THROTTLE] = SignInThrottle(limit=settings.dashboard.sign_in_limit)
     dashboard[SCRUB] = Scrubber(settings.secrets())
     dashboard[SETTINGS] = settings
     dashboard[TEMPLATES] = templates()
@@ -224,7 +225,39 @@ class Guard:
         return found
 
 
+class SignInThrottle:
+    """Wrong credentials per client address: after ``limit`` within ``window`` seconds, that client is refused
+    (429) until the window has passed since its first wrong try, right credentials included. Per listener
+    process; behind a proxy every client shares the proxy's address."""
+
+    def __init__(self, limit: int = 5, window: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self._failures: dict[str, list[float]] = {}
+
+    def _recent(self, client: str) -> list[float]:
+        cutoff = self.clock() - self.window
+        recent = [at for at in self._failures.get(client, []) if at > cutoff]
+        if recent:
+            self._failures[client] = recent
+        else:
+            self._failures.pop(client, None)
+        return recent
+
+    def wait(self, client: str) -> float:
+        """Seconds this client must wait before it may try again; 0 when it may."""
+        recent = self._recent(client)
+        if len(recent) < self.limit:
+            return 0.0
+        return max(0.0, recent[0] + self.window - self.clock())
+
+    def failed(self, client: str) -> None:
+        self._failures.setdefault(client, []).append(self.clock())
+
+
 AUTH = web.AppKey("dashboard_auth", Guard)
+THROTTLE = web.AppKey("dashboard_sign_in_throttle", SignInThrottle)
 VIEWER = web.RequestKey("dashboard_viewer", Viewer)
 
 
@@ -249,7 +282,15 @@ PUBLIC_ROUTES = frozenset({"login_form", "login"})
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Authenticate every request, and check the CSRF token of every POST, before any handler runs."""
     auth = request.app[AUTH]
+    client = request.remote or ""
+    tries = "Authorization" in request.headers or request.match_info.route.name == "login"
+    if tries:
+        wait = request.app[THROTTLE].wait(client)
+        if wait > 0:
+            return too_many_tries(request, wait)
     viewer = auth.identify(request)
+    if viewer is None and "Authorization" in request.headers:
+        request.app[THROTTLE].failed(client)
     if request.match_info.route.name in PUBLIC_ROUTES:
         if viewer is not None:
             request[VIEWER] = viewer
@@ -294,6 +335,19 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
     return response
 
 
+def too_many_tries(request: web.Request, wait: float) -> web.Response:
+    seconds = max(1, round(wait))
+    response = render(
+        request,
+        "error.html",
+        status=429,
+        title="Too many tries",
+        message=f"Too many wrong sign-ins from your address: try again in {seconds} s.",
+    )
+    response.headers["Retry-After"] = str(seconds)
+    return response
+
+
 def unauthorized(request: web.Request, message: str = "") -> web.Response:
     auth = request.app[AUTH]
     response = render(
@@ -318,6 +372,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     offered = form.get("token")
     if not auth.uses_token or not isinstance(offered, str) or not auth.token_matches(offered.strip()):
+        request.app[THROTTLE].failed(request.remote or "")
         return unauthorized(request, "That token is not the dashboard's token.")
     # Always a fresh session id at sign-in, so a session id planted before it is worth nothing.
     viewer = auth.new_viewer("token")
