@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -42,6 +43,25 @@ def test_a_bad_configuration_refuses_to_start_naming_the_setting(tmp_path: Path)
     )
     assert result.returncode != 0
     assert "routes.sales.target" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_port_in_use_is_one_clear_line_not_a_traceback(tmp_path: Path, redis_url: str) -> None:
+    config = tmp_path / "factsync.toml"
+    config.write_text(f'redis_url = "{redis_url}"\n' + GOOD)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*FACTSYNC, "-c", str(config), "listen", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            env=env_without_factsync(),
+            timeout=30,
+        )
+    assert result.returncode == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: the address is in use" in result.stderr
     assert "Traceback" not in result.stderr
 
 

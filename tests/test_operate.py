@@ -216,16 +216,23 @@ async def test_status_shows_queue_events_workers_and_budgets(
 ) -> None:
     async with running_stack(redis_url) as stack:
         await new_invoices(stack, 1)
-        await SharedRateLimit(redis, {}).pause("target", 120)
         config = write_config(stack, tmp_path)
+        healthy = await cli(config, "status")
+        assert healthy.code == 0 and "needs a person" not in healthy.out, healthy.out + healthy.err
 
+        await SharedRateLimit(redis, {}).pause("target", 120)
         shown = await cli(config, "status")
-        assert shown.code == 0, shown.err
+        # A ban needs a person: exit 3, like audit's drift, with the reason on one line.
+        assert shown.code == 3, shown.err
         assert "done 1" in shown.out and "failed 0" in shown.out
         assert "workers    1 alive" in shown.out
         assert "PAUSED" in shown.out and f"{TARGET_LIMIT}/min" in shown.out
+        assert "needs a person: calls to target paused after a ban (HTTP 403)" in shown.out
 
-        report = (await cli(config, "status", "--json")).json()
+        ran = await cli(config, "status", "--json")
+        assert ran.code == 3
+        report = ran.json()
+        assert report["needs_a_person"] == ["calls to target paused after a ban (HTTP 403)"]
         assert report["events"]["done"] == 1 and report["queued_jobs"] == 0
         assert [w["fresh"] for w in report["workers"]] == [True]
         budget = {b["administration"]: b for b in report["budgets"]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import sys
@@ -65,6 +66,14 @@ def _run(settings: Settings, *, listen: bool, work: bool) -> None:
             asyncio.run(serve(settings, redis_url, app=create_app if listen else None, work=work))
     except KeyboardInterrupt:
         pass
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        # One line, not a traceback: the operator's next step is another port or stopping the other process.
+        raise click.ClickException(
+            f"cannot listen on {settings.listen_host}:{settings.listen_port}: the address is in use "
+            "(another factsync or program holds it); choose another with --port or listen_port"
+        ) from None
 
 
 _host = click.option("--host", help="Listen on this address (default from config: 127.0.0.1).")

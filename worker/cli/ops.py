@@ -404,14 +404,37 @@ def status(ctx: click.Context, as_json: bool) -> None:
             return await operate.status_report(redis, settings)
 
     report = _run(url, work())
+    needs = _needs_a_person(report)
     if as_json:
         data = asdict(report)
         for worker, beat in zip(data["workers"], report.workers, strict=True):
             worker.update(age=round(beat.age, 1), fresh=beat.fresh)
         if report.oldest_waiting is not None:
             data["oldest_waiting"]["age"] = round(report.oldest_waiting.age, 1)
+        data["needs_a_person"] = needs
         _echo_json(data)
-        return
+    else:
+        _print_status(report)
+        if needs:
+            click.echo("needs a person: " + "; ".join(needs))
+    if needs:
+        sys.exit(ATTENTION)
+
+
+def _needs_a_person(report: operate.StatusReport) -> list[str]:
+    """What in the status a person must act on: `status` exits with ATTENTION (3) when there is any."""
+    needs = []
+    if report.events.get("failed"):
+        needs.append(f"{report.events['failed']} failed event(s): factsync failed list")
+    paused = [b.administration for b in report.budgets if b.paused_for]
+    if paused:
+        needs.append(f"calls to {', '.join(paused)} paused after a ban (HTTP 403)")
+    if not any(beat.fresh for beat in report.workers):
+        needs.append("no live worker: start `factsync worker`")
+    return needs
+
+
+def _print_status(report: operate.StatusReport) -> None:
     click.echo(f"queue      {report.queued_jobs} job(s), {report.deferred_jobs} waiting out a retry backoff")
     click.echo("events     " + " · ".join(f"{name} {count}" for name, count in report.events.items()))
     oldest = report.oldest_waiting
