@@ -240,6 +240,31 @@ async def test_status_shows_queue_events_workers_and_budgets(
         assert report["oldest_waiting"] is None
 
 
+async def test_read_only_commands_need_only_redis(redis: Redis, redis_url: str, tmp_path: Path) -> None:
+    """The systemd and Kubernetes health checks run `factsync check` with no API key or hook secret at hand;
+    an operator's look at the events needs none either. A command that calls the APIs still asks for them."""
+    async with running_stack(redis_url) as stack:
+        await new_invoices(stack, 1)
+        full = write_config(stack, tmp_path).read_text()
+        bare = "\n".join(
+            line for line in full.splitlines() if not line.startswith(("api_key", "hook_secrets"))
+        )
+        config = tmp_path / "bare.toml"
+        config.write_text(bare)
+
+        status = await cli(config, "status", "--json")
+        assert status.code == 0, status.err
+        assert status.json()["events"]["done"] == 1
+        assert (await cli(config, "events", "list", "--json")).code == 0
+        assert (await cli(config, "failed", "list", "--json")).json() == []
+        check = await cli(config, "check")
+        assert check.code == 0 and check.out.startswith("ok: "), check.out + check.err
+        backfill = await cli(config, "backfill", "--route", "sales")
+        assert backfill.code == 1
+        assert "sources.hostfact.api_key: missing (required)" in backfill.err
+        assert "targets.target.api_key: missing (required)" in backfill.err
+
+
 async def test_backfill_syncs_the_sources_invoices_with_a_progress_report(
     redis: Redis, redis_url: str, tmp_path: Path
 ) -> None:

@@ -65,7 +65,9 @@ class AdministrationSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     api_url: AnyHttpUrl
-    api_key: SecretStr
+    # Required by every command that calls the API (load_settings(secrets=True)); the read-only operator
+    # commands (status, events, failed, check) need only Redis and run without it.
+    api_key: SecretStr | None = None
     dialect: Dialect
     rate_limit_per_minute: int = Field(gt=0)
     connect_timeout: float = Field(default=5.0, gt=0)
@@ -77,8 +79,9 @@ class SourceSettings(AdministrationSettings):
 
     dialect: Dialect = "hostfact"
     rate_limit_per_minute: int = Field(default=300, gt=0)
-    # Several at once so a secret can be rotated without dropping hooks signed with the old one.
-    hook_secrets: list[SecretStr] = Field(min_length=1)
+    # Several at once so a secret can be rotated without dropping hooks signed with the old one. Required
+    # like api_key, by the listener.
+    hook_secrets: list[SecretStr] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _secrets_are_standard_webhooks_secrets(self) -> SourceSettings:
@@ -233,13 +236,20 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every key, hook secret and dashboard credential the configuration holds: logs and pages blank
         them wherever they appear."""
-        values = [s.api_key.get_secret_value() for s in self.sources.values()]
-        values += [t.api_key.get_secret_value() for t in self.targets.values()]
+        keys = [a.api_key for a in (*self.sources.values(), *self.targets.values()) if a.api_key is not None]
+        values = [key.get_secret_value() for key in keys]
         values += [h.get_secret_value() for s in self.sources.values() for h in s.hook_secrets]
         for secret in (self.dashboard.token, self.dashboard.password):
             if secret is not None:
                 values.append(secret.get_secret_value())
         return values
+
+    def missing_secrets(self) -> list[str]:
+        """The settings a command that calls the APIs or takes hooks needs and this configuration lacks."""
+        missing = [f"sources.{name}.api_key" for name, s in self.sources.items() if s.api_key is None]
+        missing += [f"sources.{name}.hook_secrets" for name, s in self.sources.items() if not s.hook_secrets]
+        missing += [f"targets.{name}.api_key" for name, t in self.targets.items() if t.api_key is None]
+        return missing
 
     def source(self, name: str) -> Administration:
         return _administration(name, self.sources[name])
@@ -256,6 +266,9 @@ class Settings(BaseSettings):
 
 
 def _administration(name: str, settings: AdministrationSettings) -> Administration:
+    if settings.api_key is None:
+        # load_settings(secrets=True) refuses this first; a read-only command never builds a client.
+        raise ConfigError(f"{name}: api_key is missing (required to call its API)")
     return Administration(name=name, **settings.model_dump(include=set(AdministrationSettings.model_fields)))
 
 
@@ -263,10 +276,11 @@ def _administration(name: str, settings: AdministrationSettings) -> Administrati
 _config_path_var: ContextVar[Path | None] = ContextVar("factsync_config_path", default=None)
 
 
-def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
+def load_settings(path: Path | str | None = None, *, secrets: bool = True, **overrides: Any) -> Settings:
     """Read the settings from ``path`` (or $FACTSYNC_CONFIG, or ./factsync.toml when it exists) and the env.
 
-    Raises ConfigError naming the first bad setting.
+    ``secrets``: require every API key and hook secret (False: the read-only operator commands, which need
+    only Redis). Raises ConfigError naming the first bad setting.
     """
     if path is None and os.environ.get(CONFIG_ENV):
         path = os.environ[CONFIG_ENV]
@@ -278,13 +292,19 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
             raise ConfigError(f"config file {path} does not exist")
     token = _config_path_var.set(path)
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from None
     except ValueError as exc:  # a TOML syntax error surfaces as tomllib.TOMLDecodeError (a ValueError)
         raise ConfigError(f"{path}: {exc}") from None
     finally:
         _config_path_var.reset(token)
+    missing = settings.missing_secrets() if secrets else []
+    if missing:
+        where = f" in {path}" if path else ""
+        lines = [f"invalid configuration{where}:", *(f"  {name}: missing (required)" for name in missing)]
+        raise ConfigError("\n".join(lines))
+    return settings
 
 
 def _describe(exc: ValidationError, path: Path | None) -> str:

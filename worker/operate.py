@@ -307,8 +307,9 @@ async def budgets(redis: Redis, settings: Settings) -> list[Budget]:
     """Each administration's budget as the shared limiter (GCRA in Redis) holds it."""
     roles: dict[str, Literal["source", "target"]] = dict.fromkeys(settings.sources, "source")
     roles.update(dict.fromkeys(settings.targets, "target"))
-    limits = {name: settings.source(name).rate_limit_per_minute for name in settings.sources}
-    limits |= {name: settings.target(name).rate_limit_per_minute for name in settings.targets}
+    # From the settings, not settings.source(): a budget needs no API key.
+    limits = {name: source.rate_limit_per_minute for name, source in settings.sources.items()}
+    limits |= {name: target.rate_limit_per_minute for name, target in settings.targets.items()}
     limiter = SharedRateLimit(redis, limits)
     found: list[Budget] = []
     for name in sorted(roles, key=lambda n: (roles[n] != "target", n)):

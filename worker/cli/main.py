@@ -164,7 +164,7 @@ def check(ctx: click.Context, this_host: bool) -> None:
     For health checks: `factsync check --this-host` in a worker container or pod, `factsync check` to
     know that some worker, anywhere, is alive.
     """
-    settings = load_settings_for(ctx)
+    settings = load_settings_for(ctx, secrets=False)  # a health check needs only Redis
     try:
         redis_url = running_redis_url(settings)
     except LookupError as exc:

@@ -61,8 +61,10 @@ _json_option = click.option(
 )
 
 
-def _settings_and_url(ctx: click.Context) -> tuple[Settings, str]:
-    settings = load_settings_for(ctx)
+def _settings_and_url(ctx: click.Context, *, secrets: bool = False) -> tuple[Settings, str]:
+    """The settings and the Redis to talk to. Reading and re-enqueuing events needs only Redis; a command
+    that calls the APIs (backfill, audit) asks for the ``secrets`` too."""
+    settings = load_settings_for(ctx, secrets=secrets)
     try:
         return settings, running_redis_url(settings)
     except LookupError as exc:
@@ -748,7 +750,7 @@ def backfill(
       factsync backfill --route sales
       factsync backfill --route sales --since 2026-01-01 --window 50
     """
-    settings, url = _settings_and_url(ctx)
+    settings, url = _settings_and_url(ctx, secrets=True)
     route = _route(settings, route_name)
     moment = datetime.fromtimestamp(since) if since is not None else None
 
@@ -802,7 +804,7 @@ def audit(
       factsync audit --route sales
       factsync audit --route sales --since 30d --fix
     """
-    settings, url = _settings_and_url(ctx)
+    settings, url = _settings_and_url(ctx, secrets=True)
     route = _route(settings, route_name)
     moment = datetime.fromtimestamp(since) if since is not None else None
 
