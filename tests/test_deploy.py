@@ -314,12 +314,10 @@ def test_the_config_map_and_the_secret_make_a_whole_configuration(
     )
     settings = load_settings_from_config_map(manifests, tmp_path)
     assert (
-        settings.sources["hostfact"].api_key.get_secret_value()
+        settings.source("hostfact").api_key.get_secret_value()
         == secret["FACTSYNC_SOURCES__HOSTFACT__API_KEY"]
     )
-    assert (
-        settings.targets["wefact"].api_key.get_secret_value() == secret["FACTSYNC_TARGETS__WEFACT__API_KEY"]
-    )
+    assert settings.target("wefact").api_key.get_secret_value() == secret["FACTSYNC_TARGETS__WEFACT__API_KEY"]
     assert settings.route("sales").target == "wefact"
 
 
