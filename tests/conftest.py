@@ -20,6 +20,7 @@ from standardwebhooks import Webhook
 
 from worker.config import Settings
 from worker.embedded_redis import EmbeddedRedis
+from worker.logs import configure_logging
 from worker.store import EventStore
 from worker.web.app import create_app
 
@@ -30,6 +31,14 @@ HOOK_SECRET = "whsec_" + base64.b64encode(b"factsync-test-hook-secret-0001").dec
 OLD_HOOK_SECRET = "whsec_" + base64.b64encode(b"factsync-test-hook-secret-old").decode()
 SOURCE_KEY = "source-api-key-5f1e2d3c"
 TARGET_KEY = "target-api-key-9a8b7c6d"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def structured_logs() -> None:
+    """Logs as the daemons configure them, from the first line on: structlog caches a logger's
+    configuration on first use, so a test that reads log records (caplog) must not depend on which test
+    happened to log first."""
+    configure_logging(json=True, level="INFO")
 
 
 @pytest.fixture(scope="session")

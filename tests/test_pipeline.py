@@ -13,7 +13,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-import structlog.testing
 from redis.asyncio import Redis
 
 from tasks.client import ApiClient
@@ -120,21 +119,26 @@ async def test_a_transient_fault_is_retried_to_success(pipeline: Pipeline) -> No
     assert paid.tries == 3
 
 
-async def test_a_permanent_error_lands_in_the_failed_store_with_the_reason(pipeline: Pipeline) -> None:
+async def test_a_permanent_error_lands_in_the_failed_store_with_the_reason(
+    pipeline: Pipeline, caplog: pytest.LogCaptureFixture
+) -> None:
     # A hook for an invoice HostFact's API does not know: the read is refused, which no retry can mend.
     body = hook_body("invoice_is_paid", {"id": 999, "Debtor": 1, "InvoiceCode": "F0999"})
-    with structlog.testing.capture_logs() as logs:
-        async with aiohttp.ClientSession() as session:
-            url = f"{pipeline.running.listener_url}/hooks/hostfact"
-            async with session.post(url, data=body, headers=sign(body)) as response:
-                assert response.status == 202
-                event_id = (await response.json())["event_id"]
+    async with aiohttp.ClientSession() as session:
+        url = f"{pipeline.running.listener_url}/hooks/hostfact"
+        async with session.post(url, data=body, headers=sign(body)) as response:
+            assert response.status == 202
+            event_id = (await response.json())["event_id"]
 
-        failed = await pipeline.settled(event_id)
+    failed = await pipeline.settled(event_id)
 
     # A failure is logged at WARNING with its reason, where INFO lines are filtered out.
-    (warned,) = [line for line in logs if line["event"] == "sync.failed"]
-    assert warned["log_level"] == "warning" and "Invalid identifier for invoice" in warned["reason"]
+    (warned,) = [
+        record.msg
+        for record in caplog.records
+        if isinstance(record.msg, dict) and record.msg.get("event") == "sync.failed"
+    ]
+    assert warned["level"] == "warning" and "Invalid identifier for invoice" in warned["reason"]
 
     assert failed.status == "failed"
     assert "Invalid identifier for invoice" in failed.reason
