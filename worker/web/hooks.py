@@ -6,6 +6,7 @@ Nothing slow happens before the answer: one Redis script records the event and q
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -62,39 +63,17 @@ async def _receive_hook(request: web.Request) -> web.Response:
         return error(415, "not_json", "the body is not JSON (or nested too deeply to read)")
     # From here the hook is authentic: it is recorded whatever it holds (invariant 10). Without a usable
     # invoice id it goes to the failed store, with its body and the reason, for a person to see.
-    action, data, broken = _hook_shape(document)
-    reading = read_hook(action, data) if broken is None else None
-    if broken is not None:
-        accepted = await request.app[STORE].accept(
-            source=source,
-            action=action or "(none)",
-            # The body as text: it is what a person needs to see, whatever shape it has.
-            payload={"body": body.decode("utf-8", "replace")},
-            webhook_id=webhook_id,
-            failed_reason=f"the hook names no invoice: {broken}",
-        )
-    elif reading is None:
-        accepted = await request.app[STORE].accept(
-            source=source,
-            action=action,
-            payload=data,
-            webhook_id=webhook_id,
-            ignored_reason=f"factsync does not act on {action!r}",
-        )
-    elif reading.unusable is not None:
-        accepted = await request.app[STORE].accept(
-            source=source,
-            action=action,
-            payload=data,
-            webhook_id=webhook_id,
-            failed_reason=f"the hook names no usable invoice: {reading.unusable}",
-            problems=reading.problems,
-        )
-    else:
-        payload = data if reading.problems else reading.payload
-        accepted = await request.app[STORE].accept(
-            source=source, action=action, payload=payload, webhook_id=webhook_id, problems=reading.problems
-        )
+    record = _record_of(document, body)
+    accepted = await request.app[STORE].accept(
+        source=source,
+        action=record.action,
+        payload=record.payload,
+        webhook_id=webhook_id,
+        ignored_reason=record.ignored,
+        failed_reason=record.failed,
+        problems=record.problems,
+    )
+    action = record.action
     if accepted.duplicate:
         log.info("hook.duplicate", source=source, action=action, event_id=accepted.event_id)
         return web.json_response(
@@ -106,6 +85,33 @@ async def _receive_hook(request: web.Request) -> web.Response:
         "hook.accepted", source=source, action=action, event_id=accepted.event_id, status=accepted.status
     )
     return web.json_response({"event_id": accepted.event_id, "status": accepted.status}, status=202)
+
+
+@dataclass(frozen=True)
+class _Record:
+    """How an authentic hook is recorded: its payload, and the reason it is ignored or failed, if so."""
+
+    action: str
+    payload: dict[str, Any]
+    ignored: str | None = None
+    failed: str | None = None
+    problems: tuple[str, ...] = ()
+
+
+def _record_of(document: Any, body: bytes) -> _Record:
+    action, data, broken = _hook_shape(document)
+    if broken is not None:
+        # The body as text: it is what a person needs to see, whatever shape it has.
+        text = {"body": body.decode("utf-8", "replace")}
+        return _Record(action or "(none)", text, failed=f"the hook names no invoice: {broken}")
+    reading = read_hook(action, data)
+    if reading is None:
+        return _Record(action, data, ignored=f"factsync does not act on {action!r}")
+    if reading.unusable is not None:
+        failed = f"the hook names no usable invoice: {reading.unusable}"
+        return _Record(action, data, failed=failed, problems=reading.problems)
+    # As it came when a field did not parse (for a person to read), else normalised.
+    return _Record(action, data if reading.problems else reading.payload, problems=reading.problems)
 
 
 def _hook_shape(document: Any) -> tuple[str, dict[str, Any], str | None]:
