@@ -69,7 +69,9 @@ WEFACT_PAYMENT_METHODS: Final = frozenset({"wire", "auth", "ideal", "paypal", "c
 # would be collected twice. IgnoreDiscount "yes": invoice::add/edit skip discount::check, which may raise the
 # discount or insert discount lines. InvoiceMethod 1 (post): the reminder cron mails reminders and summations
 # only for InvoiceMethod 0, 3 and 4 (cronjob.php); `add` itself never mails, only sendbyemail does.
-INERT_INVOICE: Final = {"Authorisation": "no", "IgnoreDiscount": "yes", "InvoiceMethod": 1}
+# IgnoreDiscount as 1: HostFact takes "yes" or 1 (invoice_api_controller::add_api_action, invoice::validate),
+# WeFact's clients that tested the live API send 0/1.
+INERT_INVOICE: Final = {"Authorisation": "no", "IgnoreDiscount": "1", "InvoiceMethod": 1}
 # A debtor factsync creates in a HostFact target: VAT exactly as the mirror's lines say (Taxable "yes":
 # config.php::btwcheck returns the line's own rate instead of the target's tax rules, which the source already
 # applied), no direct debit, and none of debtor add's defaults that reach the customer: a client-area login

@@ -174,6 +174,8 @@ def _debtor_of(store: Store, record: Record) -> Record | None:
 
 def _target_rules(store: Store, record: Record) -> None:
     """The administration's discount rule, as invoice::add/edit run discount::check before the totals."""
+    # invoice_api_controller takes "yes"/"no" or 1/0 (invoice::validate keeps 0 or 1); show prints yes/no.
+    record["IgnoreDiscount"] = "yes" if str(record.get("IgnoreDiscount")) in ("yes", "1") else "no"
     rule = store.rules.discount
     if rule is not None and record.get("IgnoreDiscount") != "yes" and record["Discount"] < rule:
         record["Discount"] = rule
