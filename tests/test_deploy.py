@@ -111,6 +111,34 @@ def test_compose_runs_redis_with_aof_and_noeviction(compose: dict[str, Any]) -> 
     for line in ("appendonly yes", "appendfsync everysec", "maxmemory-policy noeviction"):
         assert re.search(rf"^{line}$", text, re.M), line
     assert mounts["redis-data"] == "/data" and "redis-data" in compose["volumes"]
+    # Full, Redis must refuse writes (the listener answers 503, hooks.php spools), not be OOM-killed.
+    assert 0 < maxmemory_mib(text) <= 0.7 * mib(redis["mem_limit"])
+
+
+# Redis (kb, mb, gb) and Kubernetes/compose (Ki, Mi, Gi; k, m, g) size units, in MiB.
+_MIB = {
+    "k": 1 / 1024,
+    "kb": 1 / 1024,
+    "ki": 1 / 1024,
+    "m": 1,
+    "mb": 1,
+    "mi": 1,
+    "g": 1024,
+    "gb": 1024,
+    "gi": 1024,
+}
+
+
+def mib(size: str) -> float:
+    match = re.fullmatch(r"(\d+)\s*([a-zA-Z]+)", size.strip())
+    assert match, f"a size with a unit: {size!r}"
+    return int(match.group(1)) * _MIB[match.group(2).lower()]
+
+
+def maxmemory_mib(redis_conf: str) -> float:
+    match = re.search(r"^maxmemory (\S+)$", redis_conf, re.M)
+    assert match, "redis.conf sets maxmemory"
+    return mib(match.group(1))
 
 
 def test_compose_commands_healthchecks_and_variables(compose: dict[str, Any]) -> None:
@@ -285,6 +313,8 @@ def test_kubernetes_redis_keeps_its_data_with_aof(manifests: dict[tuple[str, str
     assert mounts["config"] == str(conf.parent)
     config_map = manifests[("ConfigMap", "factsync-redis")]
     assert config_map["data"][conf.name] == (DEPLOY / "redis.conf").read_text(), "one redis.conf"
+    limit = container["resources"]["limits"]["memory"]
+    assert 0 < maxmemory_mib(config_map["data"][conf.name]) <= 0.7 * mib(limit)
 
 
 def config_map_toml(manifests: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:

@@ -48,10 +48,15 @@ def free_port() -> int:
 class EmbeddedRedis:
     """``with EmbeddedRedis(data_dir) as server: server.url`` runs redis-server on a free local port."""
 
-    def __init__(self, data_dir: Path, *, port: int = 0, appendfsync: str = "everysec") -> None:
+    def __init__(
+        self, data_dir: Path, *, port: int = 0, appendfsync: str = "everysec", maxmemory: str = "0"
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.appendfsync = appendfsync
+        # "0": no limit (the embedded default serves one machine); deploy/redis.conf sets one below the
+        # container's memory, so that a full Redis refuses writes instead of being killed.
+        self.maxmemory = maxmemory
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -70,6 +75,7 @@ class EmbeddedRedis:
                     "appendonly yes",
                     f"appendfsync {self.appendfsync}",
                     'save ""',
+                    f"maxmemory {self.maxmemory}",
                     "maxmemory-policy noeviction",
                     "daemonize no",
                     "logfile redis.log",

@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from tasks.hooks import read_hook
 from worker.config import Settings
@@ -64,15 +65,23 @@ async def _receive_hook(request: web.Request) -> web.Response:
     # From here the hook is authentic: it is recorded whatever it holds (invariant 10). Without a usable
     # invoice id it goes to the failed store, with its body and the reason, for a person to see.
     record = _record_of(document, body)
-    accepted = await request.app[STORE].accept(
-        source=source,
-        action=record.action,
-        payload=record.payload,
-        webhook_id=webhook_id,
-        ignored_reason=record.ignored,
-        failed_reason=record.failed,
-        problems=record.problems,
-    )
+    try:
+        accepted = await request.app[STORE].accept(
+            source=source,
+            action=record.action,
+            payload=record.payload,
+            webhook_id=webhook_id,
+            ignored_reason=record.ignored,
+            failed_reason=record.failed,
+            problems=record.problems,
+        )
+    except RedisError as exc:
+        # Redis away, or full (maxmemory with noeviction refuses writes): nothing was recorded. A 503 makes
+        # hooks.php spool the hook and resend.php deliver it once there is room again.
+        log.warning("hook.not_recorded", source=source, error=f"{type(exc).__name__}: {exc}"[:200])
+        response = error(503, "unavailable", "the event store cannot take the hook now; send it again later")
+        response.headers["Retry-After"] = "30"
+        return response
     action = record.action
     if accepted.duplicate:
         log.info("hook.duplicate", source=source, action=action, event_id=accepted.event_id)
