@@ -139,3 +139,8 @@ def test_a_secret_never_appears_in_the_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(write(tmp_path, text))
     assert "k1" not in str(caught.value) and HOOK_SECRET not in str(caught.value)
+
+
+def test_the_redis_password_is_a_secret_the_logs_blank(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, 'redis_url = "redis://:s3cr3t-redis-pw@redis:6379/0"\n' + GOOD))
+    assert "s3cr3t-redis-pw" in settings.secrets()

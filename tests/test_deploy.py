@@ -106,7 +106,7 @@ def test_compose_runs_redis_with_aof_and_noeviction(compose: dict[str, Any]) -> 
     redis = compose["services"]["redis"]
     mounts = dict(volume.split(":")[:2] for volume in redis["volumes"])
     conf = mounts["./deploy/redis.conf"]
-    assert redis["command"][-1] == conf
+    assert redis["command"][1] == conf  # redis-server reads its config file from the first argument
     text = (ROOT / "deploy/redis.conf").read_text()
     for line in ("appendonly yes", "appendfsync everysec", "maxmemory-policy noeviction"):
         assert re.search(rf"^{line}$", text, re.M), line
@@ -150,11 +150,19 @@ def test_compose_commands_healthchecks_and_variables(compose: dict[str, Any]) ->
         for variable in service["environment"]:
             assert is_setting(variable), f"{name}: {variable} is no setting"
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
-        assert service["environment"]["FACTSYNC_REDIS_URL"].startswith("redis://redis:")
+        # Redis asks a password (from .env), and the URL gives it.
+        assert service["environment"]["FACTSYNC_REDIS_URL"].startswith("redis://:${REDIS_PASSWORD")
+        assert service["environment"]["FACTSYNC_REDIS_URL"].endswith("@redis:6379/0")
         config = service["environment"]["FACTSYNC_CONFIG"]
         assert any(volume.split(":")[1] == config for volume in service["volumes"])
 
+    redis = services["redis"]
+    assert "--requirepass" in redis["command"]
+    assert redis["command"][redis["command"].index("--requirepass") + 1].startswith("${REDIS_PASSWORD:?")
+
     listener = services["listener"]
+    # The dashboard and /metrics are served beside the hooks: published on the host's loopback only.
+    assert listener["ports"] == ["127.0.0.1:8080:8080"]
     probe = " ".join(listener["healthcheck"]["test"])
     url = re.search(r"http://127\.0\.0\.1:(\d+)(/\w+)", probe)
     assert url is not None, probe

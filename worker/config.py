@@ -11,6 +11,7 @@ import re
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
@@ -242,6 +243,10 @@ class Settings(BaseSettings):
         for secret in (self.dashboard.token, self.dashboard.password):
             if secret is not None:
                 values.append(secret.get_secret_value())
+        if self.redis_url:
+            password = urlsplit(self.redis_url).password
+            if password:
+                values.append(password)
         return values
 
     def missing_secrets(self) -> list[str]:
