@@ -144,3 +144,26 @@ def test_a_secret_never_appears_in_the_error(tmp_path: Path) -> None:
 def test_the_redis_password_is_a_secret_the_logs_blank(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, 'redis_url = "redis://:s3cr3t-redis-pw@redis:6379/0"\n' + GOOD))
     assert "s3cr3t-redis-pw" in settings.secrets()
+
+
+def test_a_misspelt_key_gets_a_did_you_mean(tmp_path: Path) -> None:
+    text = GOOD.replace('hook_secrets = ["', 'hook_secret = ["').replace(
+        "[routes.sales]", "[routes.sales]\nmirror_draft = true"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text))
+    message = str(caught.value)
+    assert (
+        "sources.hostfact.hook_secret: is not a setting; did you mean sources.hostfact.hook_secrets?"
+        in message
+    )
+    assert "routes.sales.mirror_draft: is not a setting; did you mean routes.sales.mirror_drafts?" in message
+
+
+def test_an_error_from_the_environment_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FACTSYNC_TARGETS__WEFACT__API_URL", "not a url")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, GOOD))
+    assert "FACTSYNC_TARGETS__WEFACT__API_URL (environment, targets.wefact.api_url):" in str(caught.value)

@@ -6,6 +6,7 @@ A wrong or missing setting stops start-up with a `ConfigError` that names the se
 from __future__ import annotations
 
 import base64
+import difflib
 import os
 import re
 from contextvars import ContextVar
@@ -316,9 +317,49 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
     where = f" in {path}" if path else ""
     lines = [f"invalid configuration{where}:"]
     for error in exc.errors():
-        setting = ".".join(str(part) for part in error["loc"])
+        loc = [str(part) for part in error["loc"]]
+        setting = ".".join(loc)
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "missing":
             message = "missing (required)"
-        lines.append(f"  {setting}: {message}" if setting else f"  {message}")
+        elif error["type"] == "extra_forbidden":
+            message = "is not a setting"
+            guess = _closest(loc)
+            if guess:
+                message += f"; did you mean {'.'.join([*loc[:-1], guess])}?"
+        variable = _variable_for(loc)
+        if variable is not None:
+            # The value came from the environment, not the file: name what the operator must fix.
+            lines.append(f"  {variable} (environment, {setting}): {message}")
+        else:
+            lines.append(f"  {setting}: {message}" if setting else f"  {message}")
     return "\n".join(lines)
+
+
+# The settings models by the path under which they sit ("*": a name chosen in the file, such as a source's).
+_MODELS: dict[tuple[str, ...], type[BaseModel]] = {
+    (): Settings,
+    ("retry",): RetrySettings,
+    ("dashboard",): DashboardSettings,
+    ("sources", "*"): SourceSettings,
+    ("targets", "*"): TargetSettings,
+    ("routes", "*"): RouteSettings,
+}
+
+
+def _closest(loc: list[str]) -> str | None:
+    """The setting a misspelt key most likely meant, from the fields of the model it sits in."""
+    parent = tuple(loc[:-1])
+    model = _MODELS.get(parent) or (_MODELS.get((parent[0], "*")) if len(parent) == 2 else None)
+    if model is None:
+        return None
+    found = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def _variable_for(loc: list[str]) -> str | None:
+    """The FACTSYNC_* variable that set the setting at ``loc``, when one did (env_nested_delimiter "__")."""
+    if not loc:
+        return None
+    wanted = ("FACTSYNC_" + "__".join(loc)).upper()
+    return next((name for name in os.environ if name.upper() == wanted), None)
