@@ -167,3 +167,15 @@ def test_an_error_from_the_environment_names_the_variable(
     with pytest.raises(ConfigError) as caught:
         load_settings(write(tmp_path, GOOD))
     assert "FACTSYNC_TARGETS__WEFACT__API_URL (environment, targets.wefact.api_url):" in str(caught.value)
+
+
+def test_a_relative_data_dir_is_the_config_files_not_the_working_directorys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(write(folder, 'data_dir = "state"\n' + GOOD))
+    assert settings.data_dir == folder / "state"
+    monkeypatch.setenv("FACTSYNC_DATA_DIR", "from-env")
+    assert load_settings(write(folder, GOOD)).data_dir == Path("from-env"), "the environment's is as given"

@@ -305,6 +305,10 @@ def load_settings(path: Path | str | None = None, *, secrets: bool = True, **ove
         raise ConfigError(f"{path}: {exc}") from None
     finally:
         _config_path_var.reset(token)
+    if path is not None and "data_dir" in settings.model_fields_set and not settings.data_dir.is_absolute():
+        if _variable_for(["data_dir"]) is None:
+            # Written in the file: relative to the file's folder, wherever the command runs from.
+            settings.data_dir = path.parent / settings.data_dir
     missing = settings.missing_secrets() if secrets else []
     if missing:
         where = f" in {path}" if path else ""
