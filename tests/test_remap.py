@@ -7,12 +7,15 @@ import os
 import sys
 from pathlib import Path
 
+from click.testing import CliRunner
 from redis.asyncio import Redis
 
 from tests.conftest import HOOK_SECRET, SOURCE_KEY, TARGET_KEY
 from tests.stack import LINES as HOSTFACT_SEED_LINES
 from tests.stack import running_stack
 from worker import keys
+from worker.cli.main import main
+from worker.ratelimit import SharedRateLimit
 
 
 async def test_remap_rebuilds_the_mapping_from_the_markers(
@@ -73,6 +76,15 @@ target = "target"
         for source_id, target_id in expected.items():
             stored = await redis.get(keys.mapping("sales", "invoice", str(source_id)))
             assert stored is not None and stored.decode() == target_id
+
+        # During a ban pause on the target: one clear line and exit 1, not a traceback.
+        await SharedRateLimit(redis, {}).pause("target", 120)
+        paused = await asyncio.to_thread(
+            CliRunner().invoke, main, ["-c", str(config), "remap", "--route", "sales"], catch_exceptions=False
+        )
+        assert paused.exit_code == 1, paused.output
+        assert "calls to target are paused after a ban" in paused.stderr and "try again in" in paused.stderr
+        assert "Traceback" not in paused.output
 
 
 async def test_remap_names_an_unknown_route(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import click
 from redis.asyncio import Redis
 
 from tasks.client import ApiClient
+from tasks.errors import ApiError, RateLimited
 from tasks.remap import rebuild_id_map
 from worker.cli.context import load_settings_for
 from worker.cli.ops import register as register_operator_commands
@@ -204,7 +205,18 @@ def remap(ctx: click.Context, route_name: str) -> None:
         redis_url = running_redis_url(settings)
     except LookupError as exc:
         raise click.ClickException(str(exc)) from None
-    mapped = asyncio.run(_remap(settings, route_name, redis_url))
+    try:
+        mapped = asyncio.run(_remap(settings, route_name, redis_url))
+    except RateLimited as exc:
+        # A ban pause (or a spent budget) on the target: nothing to do but wait; say how long.
+        raise click.ClickException(
+            f"route {route_name}: {exc.message}; try again in {exc.retry_after:.0f} s (what was read "
+            "before is mapped; remap again)"
+        ) from None
+    except ApiError as exc:
+        raise click.ClickException(
+            f"route {route_name}: {exc.message} (what was read before is mapped; remap again)"
+        ) from None
     click.echo(f"route {route_name}: {mapped} mirror(s) mapped from their markers")
 
 
