@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+from click.testing import CliRunner
 
 from tests.test_config import GOOD
+from worker.cli.main import main
 from worker.embedded_redis import free_port
 
 FACTSYNC = [sys.executable, "-m", "worker.cli"]
@@ -163,3 +168,70 @@ def test_the_sandbox_demo_runs_end_to_end(tmp_path: Path) -> None:
         assert action in result.stdout
     assert "4 events, 0 failed." in result.stdout
     assert "/hooks/hostfact" in result.stdout
+
+
+@pytest.mark.slow
+async def test_the_sandbox_is_a_place_to_learn_the_operator_tools(tmp_path: Path) -> None:
+    """The sandbox writes its own factsync.toml: the operator commands and the dashboard work against it, and
+    the printed fault route makes a sync fail on purpose, to be retried once it is healed."""
+    data_dir = tmp_path / "sandbox"
+    process = await asyncio.create_subprocess_exec(
+        *FACTSYNC, "sandbox", "--port", "0", "--data-dir", str(data_dir),
+        env=env_without_factsync(), cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert process.stdout is not None
+    printed = ""
+    try:
+        while "Ctrl-C stops the sandbox." not in printed:
+            line = await asyncio.wait_for(process.stdout.readline(), timeout=60)
+            assert line, "the sandbox stopped: " + printed
+            printed += line.decode()
+        config = data_dir / "factsync.toml"
+        assert f"configuration   {config}" in printed and config.stat().st_mode & 0o077 == 0
+        values = tomllib.loads(config.read_text())
+        token = values["dashboard"]["token"]
+        assert f"token, shown once: {token}" in printed
+
+        async def factsync(*args: str) -> Any:
+            return await asyncio.to_thread(
+                CliRunner().invoke, main, ["-c", str(config), *args], catch_exceptions=False
+            )
+
+        assert (await factsync("status")).exit_code == 0
+        faults = values["targets"]["wefact"]["api_url"].replace("/api/v2/", "/_sim/faults")
+        assert faults in printed
+        source = values["sources"]["hostfact"]
+        form = {
+            "api_key": source["api_key"], "controller": "invoice", "action": "add", "DebtorCode": "DB0001",
+            "Status": "2", "InvoiceLines[0][Description]": "Hosting", "InvoiceLines[0][PriceExcl]": "10",
+        }  # fmt: skip
+        async with aiohttp.ClientSession() as session:
+            async with session.post(faults, json={"kind": "http_500", "times": 50}) as r:
+                assert r.status == 200
+            async with session.post(source["api_url"], data=form) as r:
+                assert (await r.json())["status"] == "success"
+            listed = await _until(lambda: factsync("failed", "list", "--json"), lambda r: r.output != "[]\n")
+            (failure,) = json.loads(listed.output)
+            assert "HTTP 500" in failure["reason"]
+            async with session.delete(faults) as r:
+                assert r.status == 200
+            retried = await factsync("failed", "retry", "--all")
+            assert retried.exit_code == 0, retried.output
+            await _until(lambda: factsync("failed", "list", "--json"), lambda r: r.output == "[]\n")
+            headers = {"Authorization": f"Bearer {token}"}
+            port = values["listen_port"]
+            async with session.get(f"http://127.0.0.1:{port}/dashboard", headers=headers) as r:
+                assert r.status == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), timeout=30)
+
+
+async def _until(run: Any, done: Any, within: float = 30) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        result = await run()
+        if done(result) or time.monotonic() > deadline:
+            return result
+        await asyncio.sleep(0.3)

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from tasks.client import ApiClient
 from tasks.simulator import SimAdministration, run_simulator
-from worker.config import Settings
+from worker.config import Settings, load_settings
 from worker.embedded_redis import EmbeddedRedis, free_port
 from worker.runtime import start
 from worker.store import FINAL, Event, EventStore
@@ -42,31 +42,46 @@ async def run_sandbox(*, port: int, data_dir: Path, demo: bool, exit_after_demo:
         # The simulated administrations start empty every time; so does the sandbox's Redis.
         await _flush(server.url)
         async with run_simulator([hostfact, wefact]) as sim:
-            settings = Settings(
+            dashboard_token = secrets.token_urlsafe(24)
+            config = write_config(
+                data_dir / "factsync.toml",
                 redis_url=server.url,
+                port=port,
                 data_dir=data_dir,
-                listen_port=port,
-                poll_delay=0.02,
-                sources={
-                    "hostfact": {
-                        "api_url": sim.api_url("hostfact"),
-                        "api_key": source_key,
-                        "hook_secrets": [hook_secret],
-                    }
-                },
-                targets={
-                    "wefact": {"api_url": sim.api_url("wefact"), "api_key": target_key, "dialect": "wefact"}
-                },
-                routes={"sales": {"source": "hostfact", "target": "wefact", "ledger": "sales"}},
+                hostfact=(sim.api_url("hostfact"), source_key, hook_secret),
+                wefact=(sim.api_url("wefact"), target_key),
+                dashboard_token=dashboard_token,
             )
+            settings = load_settings(config)
             running = await start(settings, server.url, app=create_app)
-            click.echo(
-                "\nfactsync sandbox is running\n"
-                f"  listener        {running.listener_url}/hooks/hostfact  (health: /healthz, /readyz)\n"
-                f"  HostFact API    {sim.api_url('hostfact')}  (source; fires its hooks at the listener)\n"
-                f"  WeFact API      {sim.api_url('wefact')}  (target)\n"
-                f"  Redis           {server.url}  (embedded, AOF in {server.data_dir})\n"
-            )
+            hostfact_api, wefact_api = sim.api_url("hostfact"), sim.api_url("wefact")
+            faults = wefact_api.replace("/api/v2/", "/_sim/faults")
+            url = running.listener_url
+            fail = """'{"kind": "http_500", "times": 50}'"""
+            invoice = "-d DebtorCode=DB0001 -d Status=2 -d 'InvoiceLines[0][Description]=Hosting'"
+            lines = [
+                "",
+                "factsync sandbox is running",
+                f"  listener        {url}/hooks/hostfact  (health: /healthz, /readyz)",
+                f"  dashboard       {url}/dashboard  (token, shown once: {dashboard_token})",
+                f"  HostFact API    {hostfact_api}  (source, api_key {source_key}; fires its hooks)",
+                f"  WeFact API      {wefact_api}  (target, api_key {target_key})",
+                f"  Redis           {server.url}  (embedded, AOF in {server.data_dir})",
+                f"  configuration   {config}  (for the operator commands below)",
+                "",
+                "Try, in another terminal, while this runs:",
+                f"  factsync -c {config} status",
+                "  # a new invoice in HostFact; its hook reaches factsync:",
+                f"  curl -s {hostfact_api} -d api_key={source_key} -d controller=invoice -d action=add \\",
+                f"       {invoice} -d 'InvoiceLines[0][PriceExcl]=10'",
+                f"  curl -s {faults} -d {fail}   # WeFact fails from now on",
+                f"  factsync -c {config} failed list            # what failed, and why",
+                f"  curl -s -X DELETE {faults}                  # WeFact is well again",
+                f"  factsync -c {config} failed retry --all     # or the dashboard's retry button",
+                f"  factsync -c {config} audit --route sales    # the target against the source",
+                "",
+            ]
+            click.echo("\n".join(lines))
             code = 0
             try:
                 if demo:
@@ -79,11 +94,62 @@ async def run_sandbox(*, port: int, data_dir: Path, demo: bool, exit_after_demo:
                         )
                     click.echo("")
                 if not exit_after_demo:
-                    click.echo("Act on the HostFact API to fire more hooks; Ctrl-C stops the sandbox.")
+                    click.echo("Ctrl-C stops the sandbox.")
                     await _until_signal()
             finally:
                 await running.stop()
     return code
+
+
+def write_config(
+    path: Path,
+    *,
+    redis_url: str,
+    port: int,
+    data_dir: Path,
+    hostfact: tuple[str, str, str],
+    wefact: tuple[str, str],
+    dashboard_token: str,
+) -> Path:
+    """The sandbox's own factsync.toml, so that the operator commands and the dashboard work against it. It
+    holds the simulated administrations' keys: readable by its owner only."""
+    hostfact_url, source_key, hook_secret = hostfact
+    wefact_url, target_key = wefact
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"""# Written by `factsync sandbox` at each start: the simulated administrations of this run.
+redis_url = "{redis_url}"
+data_dir = "{data_dir.resolve()}"
+listen_port = {port}
+poll_delay = 0.02
+
+[dashboard]
+token = "{dashboard_token}"
+
+[sources.hostfact]
+api_url = "{hostfact_url}"
+api_key = "{source_key}"
+hook_secrets = ["{hook_secret}"]
+
+[targets.wefact]
+dialect = "wefact"
+api_url = "{wefact_url}"
+api_key = "{target_key}"
+
+[retry]
+# Short, so a failure made on purpose lands in the failed store within seconds.
+max_tries = 3
+base_delay = 0.2
+max_delay = 1.0
+
+[routes.sales]
+source = "hostfact"
+target = "wefact"
+ledger = "sales"
+"""
+    )
+    path.chmod(0o600)
+    return path
 
 
 async def _flush(url: str) -> None:
