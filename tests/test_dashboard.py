@@ -608,3 +608,28 @@ async def test_in_a_browser_an_operator_signs_in_sees_the_failure_retries_it_and
                 await browser.close()
         event = await stack.store.get(failed.id)
         assert event is not None and event.status == "done" and event.generation == 1
+
+
+async def test_an_event_shows_each_try_and_whether_it_waits(dashboard: Dashboard) -> None:
+    await dashboard.login()
+    event_id = await dashboard.hook()
+    await dashboard.store.start(event_id, ["sales"])
+    entry = {
+        "at": time.time(),
+        "route": "sales",
+        "try": 1,
+        "outcome": "retry",
+        "ms": 41,
+        "calls": ["wefact: invoice.show 7"],
+        "note": "HTTP 503",
+        "until": time.time() + 120,
+    }
+    await dashboard.store.record_attempt(event_id, entry, waiting="retry backoff")
+
+    status, html, _ = await dashboard.get(f"/dashboard/events/{event_id}")
+    assert status == 200
+    assert 'id="event-status"><span class="status s-waiting">waiting' in html
+    assert 'id="event-waiting">retry backoff, next try' in html
+    assert 'id="event-attempts"' in html and "wefact: invoice.show 7" in html and "HTTP 503" in html
+    status, html, _ = await dashboard.get("/dashboard/events")
+    assert "s-waiting" in html, "the list says waiting, not running"

@@ -136,6 +136,13 @@ async def test_failed_events_are_listed_shown_retried_discarded_and_replayed(
         assert "API calls of the last try" in shown.out, "a failed try lists the calls it made"
         assert '"http_status": 503' in shown.out, "the last API exchange is shown"
         assert TARGET_KEY not in shown.out and SOURCE_KEY not in shown.out
+        # Every try on the timeline, not only the last: the first waited, the second failed.
+        timeline = shown.out.split("\ntries\n", 1)[1]
+        assert "sales  try 1  retry" in timeline and "next try at" in timeline
+        assert "sales  try 2  failed" in timeline and "HTTP 503" in timeline
+        attempts = (await cli(config, "events", "show", first.id, "--json")).json()["attempts"]
+        assert [(a["try"], a["outcome"]) for a in attempts] == [(1, "retry"), (2, "failed")]
+        assert attempts[0]["until"] > attempts[0]["at"] and attempts[1]["calls"]
 
         retried = await cli(config, "failed", "retry", first.id)
         assert retried.code == 0, retried.err
@@ -505,3 +512,32 @@ async def test_a_backfill_without_a_worker_says_so_unless_told_not_to_wait(
         7,
     )
     assert await done(redis.scard(keys.pending("sales", "7"))) == 1 and await redis.zcard(keys.QUEUE) == 1
+
+
+async def test_an_event_in_a_retry_backoff_shows_as_waiting_not_running(
+    redis: Redis, redis_url: str, tmp_path: Path
+) -> None:
+    retry = {"max_tries": 5, "base_delay": 60, "max_delay": 60, "max_span": 3600}
+    async with running_stack(redis_url, retry=retry) as stack:
+        (invoice,) = await new_invoices(stack, 1)
+        stack.target.faults.inject("http_503", times=50)
+        await stack.call("invoice", "markaspaid", Identifier=invoice)
+        config = write_config(stack, tmp_path)
+
+        async def backing_off() -> Any:
+            for _ in range(100):
+                listed = (await cli(config, "events", "list", "--action", "invoice_is_paid", "--json")).json()
+                if listed and listed[0]["waiting_until"]:
+                    return listed[0]
+                await asyncio.sleep(0.05)
+            raise AssertionError("the sync never went into its backoff")
+
+        event = await backing_off()
+        assert event["status"] == "running" and event["waiting_reason"] == "retry backoff"
+        table = await cli(config, "events", "list", "--action", "invoice_is_paid")
+        assert " waiting " in table.out and " running " not in table.out
+        status = await cli(config, "status")
+        assert "running 1 (of which 1 waiting for a later try)" in status.out
+        shown = await cli(config, "events", "show", event["id"])
+        assert "retry backoff, next try at" in shown.out
+        stack.target.faults.clear()

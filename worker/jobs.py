@@ -259,6 +259,11 @@ async def _sync_claimed(ctx: dict[str, Any], claim: Claim) -> list[str]:
             log.info("sync.retry", attempt=attempt, delay=delay, error=exc.message)
             kind = "rate_limited" if isinstance(exc, RateLimited) else "transient"
             SYNC_RETRIES.labels(claim.route, kind).inc()
+            waiting = "budget spent or a ban pause" if isinstance(exc, RateLimited) else "retry backoff"
+            entry = _attempt(claim.route, attempt, "retry", started, calls, exc.message)
+            entry["until"] = time.time() + delay
+            for event_id in claim.event_ids:
+                await store.record_attempt(event_id, entry, waiting=waiting)
             raise Retry(defer=delay) from exc
         outcome = _failed(f"{reason}: {exc.message}", exc, attempt, calls)
     except BannedError as exc:
@@ -276,7 +281,10 @@ async def _sync_claimed(ctx: dict[str, Any], claim: Claim) -> list[str]:
         outcome = _failed(f"internal error: {type(exc).__name__}: {exc}", None, attempt, calls)
     elapsed = time.monotonic() - started
     outcome["elapsed_ms"] = round(elapsed * 1000)
+    note = outcome.get("reason") or outcome.get("detail") or ""
+    entry = _attempt(claim.route, attempt, outcome["status"], started, outcome.get("calls") or calls, note)
     for event_id in claim.event_ids:
+        await store.record_attempt(event_id, entry)
         settled = await store.record_outcome(event_id, claim.route, outcome)
         if settled in FINAL:
             EVENTS_SETTLED.labels(settled).inc()
@@ -288,6 +296,21 @@ async def _sync_claimed(ctx: dict[str, Any], claim: Claim) -> list[str]:
     else:
         log.info("sync.finished", status=outcome["status"], events=len(claim.event_ids))
     return claim.event_ids
+
+
+def _attempt(
+    route: str, attempt: int, outcome: str, started: float, calls: list[str], note: str
+) -> dict[str, Any]:
+    """One line of an event's timeline of tries."""
+    return {
+        "at": round(time.time(), 3),
+        "route": route,
+        "try": attempt,
+        "outcome": outcome,
+        "ms": round((time.monotonic() - started) * 1000),
+        "calls": list(calls),
+        "note": note[:500],
+    }
 
 
 def _failed(reason: str, exc: ApiError | None, attempt: int, calls: list[str]) -> dict[str, Any]:

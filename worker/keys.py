@@ -22,6 +22,11 @@ def event(event_id: str) -> str:
     return f"{PREFIX}:event:{event_id}"
 
 
+def tries(event_id: str) -> str:
+    """List: one JSON entry per try of a sync of the event (time, route, outcome, calls, duration)."""
+    return f"{PREFIX}:event:{event_id}:tries"
+
+
 def by_status(status: str) -> str:
     """Events in one status, by the time they entered it; ``by_status('failed')`` is the failed store."""
     return f"{PREFIX}:status:{status}"

@@ -270,6 +270,8 @@ class StatusReport:
     oldest_waiting: Waiting | None
     workers: list[Heartbeat]
     budgets: list[Budget] = field(default_factory=list)
+    # Of the running events, those waiting for a later try (a backoff, a spent budget, a ban pause).
+    waiting: int = 0
 
 
 async def status_report(redis: Redis, settings: Settings) -> StatusReport:
@@ -285,7 +287,15 @@ async def status_report(redis: Redis, settings: Settings) -> StatusReport:
         oldest_waiting=await _oldest_waiting(store),
         workers=await heartbeats(redis),
         budgets=await budgets(redis, settings),
+        waiting=await _waiting(store),
     )
+
+
+async def _waiting(store: EventStore, limit: int = 10_000) -> int:
+    """How many running events wait for a later try rather than being worked on."""
+    now = time.time()
+    running = await store.get_many(await store.ids("running", limit=limit))
+    return sum(1 for event in running if event is not None and event.waiting(now))
 
 
 async def _oldest_waiting(store: EventStore) -> Waiting | None:

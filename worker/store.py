@@ -23,6 +23,8 @@ from worker.redisio import done, text
 
 Status = Literal["queued", "running", "done", "ignored", "failed", "discarded"]
 STATUSES: tuple[Status, ...] = ("queued", "running", "done", "ignored", "failed", "discarded")
+# How many tries an event's timeline keeps (the newest).
+TIMELINE_LENGTH = 50
 # Discarded: an operator gave up on a failed event; it stays, with who and why in its history, for audit.
 FINAL: frozenset[str] = frozenset({"done", "ignored", "failed", "discarded"})
 # Events an operator's command records (`worker.resync`), not hooks: they carry their routes and invoice,
@@ -60,6 +62,13 @@ class Event:
     history: list[dict[str, Any]] = field(default_factory=list)
     # Fields of the hook that did not parse; the sync did not need them.
     problems: list[str] = field(default_factory=list)
+    # A running event whose sync waits for a retry: until when (epoch seconds), and why.
+    waiting_until: float | None = None
+    waiting_reason: str = ""
+
+    def waiting(self, now: float) -> bool:
+        """Queued for a later try (a backoff, a spent budget, a ban pause), not being worked on now."""
+        return self.status == "running" and self.waiting_until is not None and self.waiting_until > now
 
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> Event:
@@ -84,6 +93,8 @@ class Event:
             last_exchange=json.loads(raw["last_exchange"]) if raw.get("last_exchange") else None,
             history=json.loads(raw.get("history") or "[]"),
             problems=json.loads(raw.get("problems") or "[]"),
+            waiting_until=float(raw["waiting_until"]) if raw.get("waiting_until") else None,
+            waiting_reason=raw.get("waiting_reason", ""),
         )
 
 
@@ -134,6 +145,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return end
 if tonumber(redis.call('HGET', KEYS[1], 'tries') or 0) < tonumber(ARGV[1]) then
   redis.call('HSET', KEYS[1], 'tries', ARGV[1])
 end
+redis.call('HDEL', KEYS[1], 'waiting_until', 'waiting_reason')
 """
 
 # Record one route's outcome; once every route of the event has one, settle the event's status:
@@ -338,7 +350,26 @@ class EventStore:
         await self.set_status(event_id, "running", routes=json.dumps(routes))
 
     async def record_try(self, event_id: str, job_try: int) -> None:
+        """A sync of the event starts: its try number, and it waits no more."""
         await self._record_try(keys=[keys.event(event_id)], args=[job_try])
+
+    async def record_attempt(self, event_id: str, entry: dict[str, Any], *, waiting: str = "") -> None:
+        """One try's line in the event's timeline; ``waiting``: the reason the next try waits until
+        ``entry["until"]`` (the event shows as waiting, not running, meanwhile)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(keys.tries(event_id), json.dumps(entry, separators=(",", ":"), default=str))
+            pipe.ltrim(keys.tries(event_id), -TIMELINE_LENGTH, -1)
+            if waiting:
+                pipe.hset(
+                    keys.event(event_id),
+                    mapping={"waiting_until": f"{entry['until']:.3f}", "waiting_reason": waiting},
+                )
+            await pipe.execute()
+
+    async def attempts(self, event_id: str) -> list[dict[str, Any]]:
+        """The event's timeline of tries, oldest first."""
+        raw = await done(self.redis.lrange(keys.tries(event_id), 0, -1))
+        return [json.loads(text(item)) for item in raw]
 
     async def record_outcome(self, event_id: str, route: str, outcome: dict[str, Any]) -> str | None:
         """Store what a route did for this event; returns the event's status afterwards."""

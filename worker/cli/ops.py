@@ -220,7 +220,7 @@ def _print_events(events: list[Event], *, empty: str) -> None:
                 e.source,
                 e.action,
                 _invoice(e),
-                e.status,
+                "waiting" if e.waiting(now) else e.status,
                 ",".join(e.routes) or "-",
                 e.tries,
                 _summary(e),
@@ -242,6 +242,8 @@ def _print_event(event: Event) -> None:
     ]
     if event.reason:
         rows.append(("reason", event.reason))
+    if event.waiting(time.time()) and event.waiting_until is not None:
+        rows.append(("waiting", f"{event.waiting_reason}, next try at {_at(event.waiting_until)}"))
     if event.problems:
         # Fields of the hook that did not parse; the sync reads the invoice itself and did not need them.
         rows.append(("problems", "; ".join(event.problems)))
@@ -296,17 +298,35 @@ def _indent(text: str, spaces: int = 2) -> str:
 def _show(ctx: click.Context, event_id: str, as_json: bool) -> None:
     settings, url = _settings_and_url(ctx)
 
-    async def work() -> Event | None:
+    async def work() -> tuple[Event | None, list[dict[str, Any]]]:
         async with _connected(settings, url) as (_, store):
-            return await operate.get_event(store, event_id)
+            return await operate.get_event(store, event_id), await store.attempts(event_id)
 
-    event = _run(url, work())
+    event, attempts = _run(url, work())
     if event is None:
         raise click.ClickException(f"no event {event_id!r} (ids look like evt_0635c8e1d2a3f9b1c2d3e4f5a6)")
     if as_json:
-        _echo_json(_event_json(event))
+        _echo_json(_event_json(event) | {"attempts": attempts})
     else:
         _print_event(event)
+        _print_attempts(attempts)
+
+
+def _print_attempts(attempts: list[dict[str, Any]]) -> None:
+    """Every try of the event's syncs, oldest first: when, on which route, how it ended, its calls."""
+    if not attempts:
+        return
+    click.echo("tries")
+    for entry in attempts:
+        when, route, outcome = _at(entry["at"]), entry["route"], entry["outcome"]
+        line = f"  {when}  {route}  try {entry['try']}  {outcome}  {entry['ms']} ms"
+        if entry.get("until"):
+            line += f", next try at {_at(entry['until'])}"
+        click.echo(line)
+        if entry.get("note"):
+            click.echo(f"      {entry['note']}")
+        for call in entry.get("calls", []):
+            click.echo(f"      {call}")
 
 
 def _filter_options(*, status: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -438,7 +458,11 @@ def _needs_a_person(report: operate.StatusReport) -> list[str]:
 
 def _print_status(report: operate.StatusReport) -> None:
     click.echo(f"queue      {report.queued_jobs} job(s), {report.deferred_jobs} waiting out a retry backoff")
-    click.echo("events     " + " · ".join(f"{name} {count}" for name, count in report.events.items()))
+    counts = [f"{name} {count}" for name, count in report.events.items()]
+    if report.waiting:
+        # Waiting is not running: a retry's backoff or a ban pause holds these, no worker works on them.
+        counts[STATUSES.index("running")] += f" (of which {report.waiting} waiting for a later try)"
+    click.echo("events     " + " · ".join(counts))
     oldest = report.oldest_waiting
     if oldest is None:
         click.echo("waiting    nothing")

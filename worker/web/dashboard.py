@@ -562,6 +562,8 @@ def _row(request: web.Request, event: Event, at: float | None = None) -> dict[st
     """An event as the templates see it: a plain dict, scrubbed of secrets."""
     data = asdict(event)
     data["at"] = at
+    # Waiting is not running: a retry's backoff or a ban pause holds it, no worker works on it.
+    data["shown_status"] = "waiting" if event.waiting(time.time()) else event.status
     return cast(dict[str, Any], request.app[SCRUB].value(data))
 
 
@@ -670,6 +672,7 @@ async def event_page(request: web.Request) -> web.StreamResponse:
     if event is None:
         return render(request, "error.html", status=404, title="Not found", message=f"No event {event_id}.")
     row = _row(request, event)
+    attempts = request.app[SCRUB].value(await _store(request).attempts(event_id))
     outcomes = sorted(row["outcomes"].items())
     verdict = request.query.get("requeue", "")
     discard = request.query.get("discard", "")
@@ -678,6 +681,7 @@ async def event_page(request: web.Request) -> web.StreamResponse:
         "event.html",
         title=f"Event {event.id}",
         event=row,
+        attempts=attempts,
         outcomes=outcomes,
         # The failure's exchange is usually the failed route's own, shown with it already.
         show_last_exchange=bool(row["last_exchange"])
