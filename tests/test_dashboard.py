@@ -35,6 +35,7 @@ from tests.conftest import (
 )
 from worker import keys
 from worker.queue import fan_out_job_id
+from worker.ratelimit import SharedRateLimit
 from worker.store import EventStore
 from worker.web.app import create_app
 from worker.web.dashboard import BUCKET_SECONDS, COOKIE, activity
@@ -633,3 +634,12 @@ async def test_an_event_shows_each_try_and_whether_it_waits(dashboard: Dashboard
     assert 'id="event-attempts"' in html and "wefact: invoice.show 7" in html and "HTTP 503" in html
     status, html, _ = await dashboard.get("/dashboard/events")
     assert "s-waiting" in html, "the list says waiting, not running"
+
+
+async def test_a_ban_pause_is_a_banner_on_the_overview(dashboard: Dashboard) -> None:
+    await dashboard.login()
+    status, html, _ = await dashboard.get("/dashboard")
+    assert status == 200 and 'id="ban-' not in html
+    await SharedRateLimit(dashboard.redis, {}).pause("wefact", 120)
+    status, html, _ = await dashboard.get("/dashboard")
+    assert 'id="ban-wefact"' in html and "Calls to wefact are paused" in html
