@@ -507,7 +507,9 @@ async def test_activity_counts_events_per_five_minutes_from_the_indexes(redis: R
 
     await redis.zadd(keys.EVENTS, {"a": at(10), "b": at(20), "c": at(400), "old": at(4000)})
     await redis.zadd(keys.by_status("done"), {"a": at(5), "c": at(390)})
-    await redis.zadd(keys.by_status("failed"), {"b": at(15), "old": at(3900)})
+    # Failures are counted when they happen (the store's counters), not read from the failed index.
+    await redis.set(keys.failures(int(now - 100)), 1)
+    await redis.set(keys.failures(int(now - 100) - 3900 // BUCKET_SECONDS * BUCKET_SECONDS), 1)
     await redis.zadd(keys.by_status("ignored"), {"d": at(700)})
 
     buckets = await activity(redis, now)
@@ -523,7 +525,7 @@ async def test_activity_counts_events_per_five_minutes_from_the_indexes(redis: R
 
 
 async def test_the_overview_shows_the_hours_failure_rate(dashboard: Dashboard) -> None:
-    await dashboard.failed_event()
+    failed_id = await dashboard.failed_event()
     done_id = await dashboard.hook()
     await dashboard.store.start(done_id, ["sales"])
     await dashboard.store.record_outcome(done_id, "sales", {"status": "done", "detail": "ok", "calls": []})
@@ -531,6 +533,12 @@ async def test_the_overview_shows_the_hours_failure_rate(dashboard: Dashboard) -
     assert 'id="failure-rate">50.0%<' in html
     assert "2 received, 2 settled (about 0.0 a minute)" in html
     assert html.count("<rect") >= 12
+    # Retried and done since: the hour still had that failure (once rewritten to 0 %).
+    await dashboard.store.requeue(failed_id, by="ops")
+    await dashboard.store.start(failed_id, ["sales"])
+    await dashboard.store.record_outcome(failed_id, "sales", {"status": "done", "detail": "ok", "calls": []})
+    _, html, _ = await dashboard.get("/dashboard", headers=BEARER)
+    assert 'id="failure-rate">33.3%<' in html
 
 
 # --- a real browser ----------------------------------------------------------------------------------------

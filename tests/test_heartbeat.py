@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from types import SimpleNamespace
+
 from redis.asyncio import Redis
 
 from tests.conftest import make_settings
-from worker.heartbeat import heartbeats
+from worker.heartbeat import SYNCS_FAILED, beat, heartbeats
 from worker.runtime import start
 
 
@@ -14,8 +18,6 @@ async def test_a_running_worker_beats_and_a_stopped_one_is_gone(redis: Redis, re
     first = await start(settings, redis_url)
     second = await start(settings, redis_url)
     try:
-        import asyncio
-
         await asyncio.sleep(0.2)
         beats = await heartbeats(redis)
         assert {b.worker_id for b in beats} == {first.worker_id, second.worker_id}
@@ -25,3 +27,11 @@ async def test_a_running_worker_beats_and_a_stopped_one_is_gone(redis: Redis, re
     assert [b.worker_id for b in await heartbeats(redis)] == [second.worker_id]
     await second.stop()
     assert await heartbeats(redis) == []
+
+
+async def test_the_failed_column_counts_failed_syncs_not_only_jobs_that_raised(redis: Redis) -> None:
+    """A failed sync is handled (arq counts its job as complete): the heartbeat adds the worker's count."""
+    worker = SimpleNamespace(jobs_complete=5, jobs_failed=1, jobs_retried=0, tasks={}, ctx={SYNCS_FAILED: 3})
+    await beat(redis, "host:1:abc", worker, time.time())  # type: ignore[arg-type]
+    (heartbeat,) = await heartbeats(redis)
+    assert (heartbeat.jobs_complete, heartbeat.jobs_failed) == (5, 4)

@@ -20,6 +20,9 @@ from worker import keys
 from worker.redisio import done, text
 
 INTERVAL = 5.0
+# The worker context's count of syncs that failed (worker.jobs counts them): arq counts only jobs that
+# raised, and a failed sync is handled.
+SYNCS_FAILED = "syncs_failed"
 # A heartbeat older than this means the worker is gone (or stuck).
 STALE_AFTER = 3 * INTERVAL
 
@@ -56,7 +59,7 @@ async def beat(redis: Redis, worker_id: str, worker: Worker, started_at: float) 
         "started_at": f"{started_at:.3f}",
         "beat_at": f"{time.time():.3f}",
         "jobs_complete": worker.jobs_complete,
-        "jobs_failed": worker.jobs_failed,
+        "jobs_failed": worker.jobs_failed + int(worker.ctx.get(SYNCS_FAILED, 0)),
         "jobs_retried": worker.jobs_retried,
         "jobs_running": len(worker.tasks),
     }

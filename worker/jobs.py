@@ -27,6 +27,7 @@ from tasks.sync import SyncResult, sync_invoice
 from worker import keys
 from worker.config import Settings
 from worker.documents import Claim, Documents
+from worker.heartbeat import SYNCS_FAILED
 from worker.idmap import RedisIdMap
 from worker.metrics import (
     EVENTS_SETTLED,
@@ -291,6 +292,8 @@ async def _sync_claimed(ctx: dict[str, Any], claim: Claim) -> list[str]:
     SYNCS.labels(claim.route, outcome["status"]).inc()
     SYNC_SECONDS.labels(claim.route).observe(elapsed)
     if outcome["status"] == "failed":
+        # Counted where it happened (the worker's heartbeat): arq sees a handled failure as a job done.
+        ctx[SYNCS_FAILED] = ctx.get(SYNCS_FAILED, 0) + 1
         # A failure needs a person: at WARNING, with its reason, so it shows where INFO is filtered out.
         log.warning("sync.failed", reason=outcome.get("reason", ""), events=len(claim.event_ids))
     else:

@@ -27,6 +27,12 @@ def tries(event_id: str) -> str:
     return f"{PREFIX}:event:{event_id}:tries"
 
 
+def failures(bucket_start: int) -> str:
+    """Counter: events that settled as failed in the 5 minutes from ``bucket_start`` (epoch seconds), kept
+    when an operator retries them: the dashboard's failure rate is what happened, not what is left."""
+    return f"{PREFIX}:failures:{bucket_start}"
+
+
 def by_status(status: str) -> str:
     """Events in one status, by the time they entered it; ``by_status('failed')`` is the failed store."""
     return f"{PREFIX}:status:{status}"

@@ -23,6 +23,8 @@ from worker.redisio import done, text
 
 Status = Literal["queued", "running", "done", "ignored", "failed", "discarded"]
 STATUSES: tuple[Status, ...] = ("queued", "running", "done", "ignored", "failed", "discarded")
+# Seconds per bucket of the failure counters (keys.failures): the dashboard's activity chart's.
+FAILURE_BUCKET = 300
 # How many tries an event's timeline keeps (the newest).
 TIMELINE_LENGTH = 50
 # Discarded: an operator gave up on a failed event; it stays, with who and why in its history, for audit.
@@ -294,6 +296,8 @@ class EventStore:
             args=[event_id, self.dedup_ttl, score, job_id, body, self.job_expiry_ms, status, now_us(), *flat],
         )
         stored_id, stored_status, duplicate = (text(part) for part in result)
+        if status == "failed" and duplicate != "1":
+            await self.count_failure()
         return Accepted(stored_id, stored_status, duplicate == "1")  # type: ignore[arg-type]
 
     async def record(self, *, source: str, action: str, payload: dict[str, Any], routes: list[str]) -> str:
@@ -343,6 +347,8 @@ class EventStore:
         for name, value in fields.items():
             flat += [name, value if isinstance(value, str | int | float) else json.dumps(value)]
         old = await self._set_status(keys=[keys.event(event_id)], args=[status, now_us(), *flat])
+        if old and status == "failed" and text(old) != "failed":
+            await self.count_failure()
         return text(old) if old else None
 
     async def start(self, event_id: str, routes: list[str]) -> None:
@@ -388,7 +394,17 @@ class EventStore:
             await done(
                 self.redis.hset(keys.event(event_id), "reason", f"{route}: {outcome.get('detail', '')}")
             )
+        if status and text(status) == "failed":
+            await self.count_failure()
         return text(status) if status else None
+
+    async def count_failure(self) -> None:
+        """Count an event settling as failed, in its 5-minute bucket (kept two hours)."""
+        key = keys.failures(int(time.time()) // FAILURE_BUCKET * FAILURE_BUCKET)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, 2 * 3600)
+            await pipe.execute()
 
     async def requeue(self, event_id: str, *, by: str) -> tuple[str, str]:
         """Re-enqueue an event that is done, ignored or failed. Returns (previous status, new job id);

@@ -39,7 +39,7 @@ from tasks.redact import REDACTED, Redactor
 from worker import keys, operate
 from worker.config import DashboardSettings, Settings
 from worker.heartbeat import STALE_AFTER
-from worker.store import STATUSES, Event, EventStore
+from worker.store import FAILURE_BUCKET, STATUSES, Event, EventStore
 from worker.web.appkeys import REDIS, STORE
 
 PREFIX = "/dashboard"
@@ -47,7 +47,7 @@ COOKIE = "factsync_dashboard"
 # A browser session lasts a working day; the cookie says when it ends, and the signature covers that.
 SESSION_SECONDS = 12 * 3600
 # The activity chart: the last hour in 5-minute buckets.
-BUCKET_SECONDS = 300
+BUCKET_SECONDS = FAILURE_BUCKET  # the failure counters' buckets
 BUCKETS = 12
 # Event ids as EventStore makes them; anything else in a URL is a 404 before Redis is asked.
 EVENT_ID = r"evt_[0-9a-f]{1,64}"
@@ -474,19 +474,21 @@ class Bucket:
 async def activity(redis: Redis, now: float) -> list[Bucket]:
     """Events per 5-minute bucket over the last hour: received, and settled by the status they settled in.
 
-    Computed from the indexes the store keeps anyway (no counters to maintain): `keys.EVENTS` is scored by
-    arrival, and each status index by when the event entered that status, both in microseconds. An event
-    re-enqueued since counts where its current status puts it.
+    Received, done and ignored come from the indexes the store keeps anyway: `keys.EVENTS` is scored by
+    arrival, and each status index by when the event entered that status, both in microseconds. Failures
+    come from the store's counters (`keys.failures`), counted when they happened: an event failed and then
+    retried still counts as a failure of its five minutes.
     """
     first = (int(now) // BUCKET_SECONDS - (BUCKETS - 1)) * BUCKET_SECONDS
     starts = [first + i * BUCKET_SECONDS for i in range(BUCKETS)]
-    indexes = [keys.EVENTS, keys.by_status("done"), keys.by_status("ignored"), keys.by_status("failed")]
+    indexes = [keys.EVENTS, keys.by_status("done"), keys.by_status("ignored")]
     async with redis.pipeline(transaction=False) as pipe:
         for start in starts:
             for index in indexes:
                 # ZCOUNT is O(log n) per bucket: cheap however many events the hour had.
                 pipe.zcount(index, start * 1_000_000, f"({(start + BUCKET_SECONDS) * 1_000_000}")
-        counts = [int(c) for c in await pipe.execute()]
+            pipe.get(keys.failures(start))
+        counts = [int(c or 0) for c in await pipe.execute()]
     return [Bucket(float(start), *counts[i * 4 : i * 4 + 4]) for i, start in enumerate(starts)]
 
 
