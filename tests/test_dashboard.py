@@ -651,3 +651,37 @@ async def test_a_ban_pause_is_a_banner_on_the_overview(dashboard: Dashboard) -> 
     await SharedRateLimit(dashboard.redis, {}).pause("wefact", 120)
     status, html, _ = await dashboard.get("/dashboard")
     assert 'id="ban-wefact"' in html and "Calls to wefact are paused" in html
+
+
+async def test_retry_all_failed_matching_a_filter_with_the_operators_name(
+    dashboard: Dashboard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FACTSYNC_OPERATOR", "Mila")
+    await dashboard.login()
+    refused = await dashboard.failed_event("the API refused: invoice show: no such invoice")
+    timed_out = await dashboard.failed_event("gave up after 10 tries: HTTP 503")
+    status, html, _ = await dashboard.get("/dashboard/failed")
+    assert 'id="retry-all-matching"' in html
+    csrf = await dashboard.csrf("/dashboard/failed")
+    form = {"csrf": csrf, "action": "invoice_is_paid", "route": "", "reason": "http 503", "since": "1h"}
+    status, _, r = await dashboard.post("/dashboard/failed/retry-matching", form)
+    assert status == 303 and r.headers["Location"] == "/dashboard/failed?retried=1&refused=0"
+    assert (await dashboard.store.get(timed_out)).status == "queued"  # type: ignore[union-attr]
+    still = await dashboard.store.get(refused)
+    assert still is not None and still.status == "failed", "the filter left it alone"
+    again = await dashboard.store.get(timed_out)
+    assert again is not None and again.history[-1]["by"] == "dashboard:Mila"
+    _, _, r = await dashboard.post("/dashboard/failed/retry-matching", form | {"since": "yesterday-ish"})
+    assert r.headers["Location"] == "/dashboard/failed?bad_since=1"
+
+
+async def test_lists_show_the_invoice_and_reload_unless_told_not_to(dashboard: Dashboard) -> None:
+    await dashboard.login()
+    await dashboard.hook("invoice_is_sent")
+    status, html, _ = await dashboard.get("/dashboard/events")
+    assert status == 200 and "<th>invoice</th>" in html and "<td>F0001</td>" in html
+    assert '<meta http-equiv="refresh" content="30">' in html and 'id="refresh-off"' in html
+    _, html, _ = await dashboard.get("/dashboard/events?refresh=0")
+    assert 'http-equiv="refresh"' not in html
+    # At phone width, tables scroll inside the page instead of widening it.
+    assert "@media (max-width: 700px)" in html

@@ -22,6 +22,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import os
 import re
 import secrets
 import time
@@ -74,6 +75,7 @@ def setup_dashboard(app: web.Application, settings: Settings) -> None:
     dashboard.router.add_post("/logout", logout)
     dashboard.router.add_get("/failed", failed_page)
     dashboard.router.add_post("/failed/retry", retry_many)
+    dashboard.router.add_post("/failed/retry-matching", retry_matching)
     dashboard.router.add_get("/events", events_page)
     dashboard.router.add_get(event, event_page)
     dashboard.router.add_post(event + "/retry", retry_one)
@@ -424,7 +426,8 @@ def render(request: web.Request, template: str, *, status: int = 200, **context:
             csrf=auth.csrf(viewer) if viewer else "",
             can_logout=viewer is not None and auth.uses_token and not request.headers.get("Authorization"),
             now=time.time(),
-            **context,
+            path=request.path,
+            **({"refresh": 0} | context),
         )
     )
     return web.Response(
@@ -541,6 +544,7 @@ async def overview(request: web.Request) -> web.StreamResponse:
         request,
         "overview.html",
         title="Overview",
+        refresh=_refresh(request),
         report=report,
         ready=report.queued_jobs - report.deferred_jobs,
         buckets=buckets,
@@ -566,6 +570,7 @@ def _row(request: web.Request, event: Event, at: float | None = None) -> dict[st
     data["at"] = at
     # Waiting is not running: a retry's backoff or a ban pause holds it, no worker works on it.
     data["shown_status"] = "waiting" if event.waiting(time.time()) else event.status
+    data["invoice"] = str(event.payload.get("InvoiceCode") or event.payload.get("id") or "")
     return cast(dict[str, Any], request.app[SCRUB].value(data))
 
 
@@ -584,6 +589,8 @@ async def failed_page(request: web.Request) -> web.StreamResponse:
         total=await store.count("failed"),
         retried=_count(request.query.get("retried")),
         refused=_count(request.query.get("refused")),
+        bad_since=bool(request.query.get("bad_since")),
+        refresh=_refresh(request),
     )
 
 
@@ -593,6 +600,34 @@ async def retry_many(request: web.Request) -> web.StreamResponse:
     chosen = [value for value in form.getall("event_id", []) if isinstance(value, str)]
     ids = [value for value in dict.fromkeys(chosen) if re.fullmatch(EVENT_ID, value)]
     results = await operate.requeue_events(_store(request), ids, by=_by(request), allowed=operate.RETRYABLE)
+    queued = sum(1 for r in results if r.verdict == "requeued")
+    return redirect(f"{PREFIX}/failed?retried={queued}&refused={len(chosen) - queued}")
+
+
+async def retry_matching(request: web.Request) -> web.StreamResponse:
+    """Retry every failed event that matches the form's filter (action, route, reason, since), not only the
+    page's newest: what an operator does once the cause of a batch of failures is fixed."""
+    form = await request.post()
+
+    def field(name: str) -> str | None:
+        value = form.get(name)
+        return value.strip() or None if isinstance(value, str) else None
+
+    since_text = field("since")
+    try:
+        since = operate.parse_when(since_text) if since_text else None
+    except ValueError:
+        return redirect(f"{PREFIX}/failed?bad_since=1")
+    flt = operate.EventFilter("failed", action=field("action"), route=field("route"), since=since)
+    reason = (field("reason") or "").lower()
+    chosen = [
+        event.id
+        for event in await operate.list_events(_store(request), flt, limit=None)
+        if reason in event.reason.lower()
+    ]
+    results = await operate.requeue_events(
+        _store(request), chosen, by=_by(request), allowed=operate.RETRYABLE
+    )
     queued = sum(1 for r in results if r.verdict == "requeued")
     return redirect(f"{PREFIX}/failed?retried={queued}&refused={len(chosen) - queued}")
 
@@ -622,8 +657,21 @@ async def discard_one(request: web.Request) -> web.StreamResponse:
 
 
 def _by(request: web.Request) -> str:
-    """Who acted, for the event's history: the dashboard and the signed-in user (never a secret)."""
-    return f"dashboard:{request[VIEWER].who}"
+    """Who acted, for the event's history: the basic-auth user, or for a token the listener's
+    $FACTSYNC_OPERATOR (as the CLI names its operator); never a secret."""
+    who = request[VIEWER].who
+    if who == "token":
+        who = os.environ.get("FACTSYNC_OPERATOR", "").strip() or "token"
+    return f"dashboard:{who}"
+
+
+# Seconds between the reloads of the pages that change by themselves (no script: a meta refresh).
+REFRESH_SECONDS = 30
+
+
+def _refresh(request: web.Request) -> int:
+    """The page's reload interval: ``?refresh=0`` switches it off."""
+    return 0 if request.query.get("refresh") == "0" else REFRESH_SECONDS
 
 
 _FILTERS = ("status", "source", "action", "route", "invoice")
@@ -647,6 +695,7 @@ async def events_page(request: web.Request) -> web.StreamResponse:
         request,
         "events.html",
         title="Events",
+        refresh=_refresh(request),
         rows=[_row(request, e) for e in events],
         statuses=STATUSES,
         wanted=wanted,
