@@ -540,4 +540,12 @@ async def test_an_event_in_a_retry_backoff_shows_as_waiting_not_running(
         assert "running 1 (of which 1 waiting for a later try)" in status.out
         shown = await cli(config, "events", "show", event["id"])
         assert "retry backoff, next try at" in shown.out
+
+        # Asked to retry, a waiting event offers to run now; --now does, without waiting out the minute.
+        offered = await cli(config, "failed", "retry", event["id"])
+        assert offered.code == 0 and "--now runs it at once" in offered.out
         stack.target.faults.clear()
+        hurried = await cli(config, "failed", "retry", "--now", event["id"])
+        assert hurried.code == 0 and "its waiting sync runs now" in hurried.out, hurried.out + hurried.err
+        settled = await stack.settled(within=10)
+        assert {e.status for e in settled if e.action == "invoice_is_paid"} == {"done"}

@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 
 from worker import keys
 from worker.queue import SYNC, job_body, now_ms, sync_job_id
-from worker.redisio import text
+from worker.redisio import done, text
 
 # KEYS: pending, scheduled, job key, queue   ARGV: event id, expiry ms, score, job id, job body
 _SCHEDULE = """
@@ -82,6 +82,24 @@ redis.call('PSETEX', KEYS[4], ARGV[2], ARGV[5])
 redis.call('ZADD', KEYS[5], ARGV[3], ARGV[4])
 return ARGV[4]
 """
+
+
+# KEYS: scheduled, queue   ARGV: now ms. The document's next job, when it waits for a later time, runs now.
+_RUN_NOW = """
+local job = redis.call('GET', KEYS[1])
+if not job then return false end
+local score = redis.call('ZSCORE', KEYS[2], job)
+if not score or tonumber(score) <= tonumber(ARGV[1]) then return false end
+redis.call('ZADD', KEYS[2], 'XX', ARGV[1], job)
+return job
+"""
+
+
+async def run_now(redis: Redis, route: str, document: str) -> str | None:
+    """Move the document's retrying sync (waiting out its backoff) to now; the job id, or None when no
+    job of it waits for a later time."""
+    job = await done(redis.eval(_RUN_NOW, 2, keys.scheduled(route, document), keys.QUEUE, str(now_ms())))
+    return text(job) if job else None
 
 
 @dataclass

@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 
 from worker import keys
 from worker.config import Settings
+from worker.documents import run_now
 from worker.heartbeat import Heartbeat, heartbeats
 from worker.queue import now_ms
 from worker.ratelimit import SharedRateLimit
@@ -141,7 +142,7 @@ async def get_event(store: EventStore, event_id: str) -> Event | None:
 
 # -- re-enqueue and discard ----------------------------------------------------------------------------------
 
-Verdict = Literal["requeued", "waiting", "refused", "missing"]
+Verdict = Literal["requeued", "waiting", "refused", "missing", "hurried"]
 
 
 @dataclass(frozen=True)
@@ -163,27 +164,52 @@ async def requeue_events(
     by: str,
     allowed: frozenset[str] = RETRYABLE,
     progress: Progress | None = None,
+    now: bool = False,
 ) -> list[Requeue]:
     """Run each event again through `EventStore.requeue` (a new generation, a fresh fan-out job).
 
     Only events whose status is in ``allowed`` are re-enqueued; one already queued or running is left
-    alone, so asking twice never runs an event twice at once.
+    alone, so asking twice never runs an event twice at once. ``now``: an event whose sync waits out a
+    retry backoff has that sync run at once instead ("hurried").
     """
     ids = [event_id.strip() for event_id in event_ids]
     results: list[Requeue] = []
     for count, event_id in enumerate(ids, start=1):
-        results.append(await _requeue_one(store, event_id, by=by, allowed=allowed))
+        results.append(await _requeue_one(store, event_id, by=by, allowed=allowed, now=now))
         if progress is not None:
             progress(count, len(ids))
     return results
 
 
-async def _requeue_one(store: EventStore, event_id: str, *, by: str, allowed: frozenset[str]) -> Requeue:
+async def _run_now(store: EventStore, event: Event) -> list[str | None]:
+    document = str(event.payload.get("id", ""))
+    return [await run_now(store.redis, route, document) for route in event.routes] if document else []
+
+
+async def _requeue_one(
+    store: EventStore, event_id: str, *, by: str, allowed: frozenset[str], now: bool = False
+) -> Requeue:
     raw = await done(store.redis.hget(keys.event(event_id), "status"))
     status = text(raw) if raw is not None else "missing"
     if status == "missing":
         return Requeue(event_id, "missing", status, detail="no such event")
     if status in WAITING:
+        event = await store.get(event_id)
+        if event is not None and event.waiting(time.time()) and event.waiting_until is not None:
+            if now:
+                hurried = [job for job in await _run_now(store, event) if job]
+                if hurried:
+                    return Requeue(event_id, "hurried", status, hurried[0], "its waiting sync runs now")
+            return Requeue(
+                event_id,
+                "waiting",
+                status,
+                detail=(
+                    f"waiting for a later try ({event.waiting_reason}) until "
+                    f"{datetime.fromtimestamp(event.waiting_until).astimezone():%H:%M:%S}; "
+                    "--now runs it at once"
+                ),
+            )
         return Requeue(event_id, "waiting", status, detail=f"already {status}: nothing done")
     if status not in allowed:
         hint = "`factsync events replay` runs it again" if status in REPLAYABLE else ""

@@ -376,7 +376,7 @@ def _print_requeues(results: list[operate.Requeue], as_json: bool) -> None:
     else:
         for result in results:
             click.echo(f"{result.event_id}  {result.detail}")
-        done = sum(1 for result in results if result.verdict == "requeued")
+        done = sum(1 for result in results if result.verdict in ("requeued", "hurried"))
         waiting = sum(1 for result in results if result.verdict == "waiting")
         click.echo(
             f"{done} re-enqueued, {waiting} already waiting, {len(results) - done - waiting} not touched"
@@ -385,7 +385,9 @@ def _print_requeues(results: list[operate.Requeue], as_json: bool) -> None:
         sys.exit(ATTENTION)
 
 
-def _requeue(ctx: click.Context, event_ids: Sequence[str], allowed: frozenset[str], as_json: bool) -> None:
+def _requeue(
+    ctx: click.Context, event_ids: Sequence[str], allowed: frozenset[str], as_json: bool, *, now: bool = False
+) -> None:
     settings, url = _settings_and_url(ctx)
     by = operate.operator()
 
@@ -393,7 +395,7 @@ def _requeue(ctx: click.Context, event_ids: Sequence[str], allowed: frozenset[st
         async with _connected(settings, url) as (_, store):
             with ProgressReport("re-enqueueing", minimum=PROGRESS_FROM) as progress:
                 return await operate.requeue_events(
-                    store, event_ids, by=by, allowed=allowed, progress=progress
+                    store, event_ids, by=by, allowed=allowed, progress=progress, now=now
                 )
 
     _print_requeues(_run(url, work()), as_json)
@@ -637,6 +639,7 @@ def failed_show(ctx: click.Context, event_id: str, as_json: bool) -> None:
 @click.option("--all", "every", is_flag=True, help="Every failed event (discarded ones are not failed).")
 @click.option("--action", help="Every failed event of this action.")
 @click.option("--since", **WHEN, help="Every failed event received since this time: 2026-01-31, 2h, 3d.")
+@click.option("--now", is_flag=True, help="An event waiting out a retry backoff: run its sync at once.")
 @_json_option
 @click.pass_context
 def failed_retry(
@@ -645,6 +648,7 @@ def failed_retry(
     every: bool,
     action: str | None,
     since: float | None,
+    now: bool,
     as_json: bool,
 ) -> None:
     """Re-enqueue failed events, by id or all at once (narrowed by --action and --since).
@@ -657,6 +661,7 @@ def failed_retry(
       factsync failed retry evt_0635c8e1d2a3f9b1c2d3e4f5a6
       factsync failed retry --all
       factsync failed retry --action invoice_is_paid --since 2h
+      factsync failed retry --now evt_0635c8e1d2a3f9b1c2d3e4f5a6   # waiting out a backoff: run it now
     """
     selecting = every or action is not None or since is not None
     if event_ids and selecting:
@@ -664,7 +669,7 @@ def failed_retry(
     if not event_ids and not selecting:
         raise click.UsageError("which events? give ids, or --all (e.g. `factsync failed retry --all`)")
     if event_ids:
-        _requeue(ctx, event_ids, operate.RETRYABLE, as_json)
+        _requeue(ctx, event_ids, operate.RETRYABLE, as_json, now=now)
         return
     settings, url = _settings_and_url(ctx)
     by = operate.operator()
