@@ -549,3 +549,19 @@ async def test_an_event_in_a_retry_backoff_shows_as_waiting_not_running(
         assert hurried.code == 0 and "its waiting sync runs now" in hurried.out, hurried.out + hurried.err
         settled = await stack.settled(within=10)
         assert {e.status for e in settled if e.action == "invoice_is_paid"} == {"done"}
+
+
+async def test_a_backfill_waiting_on_a_ban_pause_says_so(
+    redis: Redis, redis_url: str, tmp_path: Path
+) -> None:
+    async with running_stack(redis_url) as stack:
+        stack.hostfact.add_debtor(CompanyName="Company X")
+        stack.hostfact.add_invoice(DebtorCode="DB0001", InvoiceLines=HOSTFACT_SEED_LINES, Status=2)
+        config = write_config(stack, tmp_path)
+        await SharedRateLimit(redis, {}).pause("target", 4)
+
+        ran = await cli(config, "backfill", "--route", "sales")
+
+        assert ran.code == 0, ran.out + ran.err
+        assert "waiting: calls to target are paused" in ran.err, "not a still progress bar"
+        assert "1 sync(s): 1 done" in ran.out

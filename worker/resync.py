@@ -34,6 +34,9 @@ Progress = Callable[[int, int], None]
 CLI_MAX_WAIT = 60.0
 # With nothing finishing for this long, check that a worker is still alive to finish anything.
 _STALL_CHECK = 30.0
+# Nothing finished for this long: see whether a ban pause holds the syncs, and say so.
+_PAUSE_CHECK = 2.0
+Notice = Callable[[str], None]
 
 
 class NoWorker(RuntimeError):
@@ -98,12 +101,14 @@ async def schedule_syncs(
     window: int = 20,
     wait: bool = True,
     progress: Progress | None = None,
+    notice: Notice | None = None,
 ) -> SyncRun:
     """Record an event per invoice and schedule its sync on ``route``.
 
     ``wait``: keep at most ``window`` of them unfinished at a time and wait for the last, so a large run
     neither floods the queue nor spends its retries waiting for the API budget; ``progress`` then counts
-    finished syncs, else scheduled ones.
+    finished syncs, else scheduled ones. ``notice`` is told when the wait is a ban pause (nothing moves
+    until it ends), so the operator is not left looking at a still progress bar.
     """
     store = EventStore.for_settings(redis, settings)
     documents = Documents(redis, lease_ms=settings.lease_ms, job_expiry_ms=settings.job_expiry_ms)
@@ -113,6 +118,17 @@ async def schedule_syncs(
     pending: list[str] = []
     total = len(invoices)
     last_change = time.monotonic()
+    limiter = SharedRateLimit(redis, {})
+    told: set[str] = set()
+
+    async def tell_pauses() -> None:
+        for name in (route.source, route.target):
+            seconds = await limiter.paused_for(name)
+            if seconds > 0 and name not in told and notice is not None:
+                notice(f"waiting: calls to {name} are paused {seconds:.0f} s more after a ban (HTTP 403)")
+                told.add(name)
+            elif seconds <= 0:
+                told.discard(name)
 
     async def settle(until_below: int) -> None:
         nonlocal pending, last_change
@@ -128,7 +144,10 @@ async def schedule_syncs(
                 if progress is not None:
                     progress(sum(run.outcomes.values()), total)
                 continue
-            if time.monotonic() - last_change > _STALL_CHECK:
+            still = time.monotonic() - last_change
+            if still > _PAUSE_CHECK:
+                await tell_pauses()
+            if still > _STALL_CHECK:
                 await ensure_worker(redis)
                 last_change = time.monotonic()
             await asyncio.sleep(0.1)
@@ -170,6 +189,7 @@ async def backfill(
     window: int = 20,
     wait: bool = True,
     progress: Progress | None = None,
+    notice: Notice | None = None,
 ) -> SyncRun:
     """Schedule a sync of every source invoice the route mirrors (or of those modified since ``since``)."""
     async with route_clients(settings, redis, route) as (source, _):
@@ -185,6 +205,7 @@ async def backfill(
         window=window,
         wait=wait,
         progress=progress,
+        notice=notice,
     )
     run.listed, run.skipped = len(rows), skipped
     return run
@@ -219,6 +240,7 @@ async def fix(
     window: int = 20,
     wait: bool = True,
     progress: Progress | None = None,
+    notice: Notice | None = None,
 ) -> SyncRun:
     """Schedule a sync of each drifted invoice a sync can mend, the way a backfill does."""
     invoices = [
@@ -227,5 +249,13 @@ async def fix(
         if drift.fixable
     ]
     return await schedule_syncs(
-        settings, redis, route, invoices, action=AUDIT, window=window, wait=wait, progress=progress
+        settings,
+        redis,
+        route,
+        invoices,
+        action=AUDIT,
+        window=window,
+        wait=wait,
+        progress=progress,
+        notice=notice,
     )

@@ -385,6 +385,11 @@ def _print_requeues(results: list[operate.Requeue], as_json: bool) -> None:
         sys.exit(ATTENTION)
 
 
+def _notice(text: str) -> None:
+    """A bulk command's word on why it waits (a ban pause), on its own line beside the progress bar."""
+    click.echo("\n" + text, err=True)
+
+
 def _requeue(
     ctx: click.Context, event_ids: Sequence[str], allowed: frozenset[str], as_json: bool, *, now: bool = False
 ) -> None:
@@ -788,7 +793,14 @@ def backfill(
             label = f"backfill {route.name}: " + ("synced" if wait else "scheduled")
             with ProgressReport(label) as progress:
                 return await resync.backfill(
-                    settings, redis, route, since=moment, window=window, wait=wait, progress=progress
+                    settings,
+                    redis,
+                    route,
+                    since=moment,
+                    window=window,
+                    wait=wait,
+                    progress=progress,
+                    notice=_notice,
                 )
 
     run = _run(url, work())
@@ -845,7 +857,14 @@ def audit(
             if fix and any(drift.fixable for drift in report.drifts):
                 with ProgressReport(f"audit {route.name}: fixed") as progress:
                     run = await resync.fix(
-                        settings, redis, route, report.drifts, window=window, wait=wait, progress=progress
+                        settings,
+                        redis,
+                        route,
+                        report.drifts,
+                        window=window,
+                        wait=wait,
+                        progress=progress,
+                        notice=_notice,
                     )
             return report, run
 
