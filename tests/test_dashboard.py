@@ -22,6 +22,7 @@ import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
+import worker.web.dashboard as dashboard_module
 from tests.conftest import (
     HOOK_SECRET,
     OLD_HOOK_SECRET,
@@ -685,3 +686,19 @@ async def test_lists_show_the_invoice_and_reload_unless_told_not_to(dashboard: D
     assert 'http-equiv="refresh"' not in html
     # At phone width, tables scroll inside the page instead of widening it.
     assert "@media (max-width: 700px)" in html
+
+
+async def test_the_events_list_pages_through_older_events(
+    dashboard: Dashboard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dashboard_module, "PAGE_SIZE", 2)
+    await dashboard.login()
+    newest_first = [await dashboard.hook("invoice_is_sent") for _ in range(3)][::-1]
+
+    _, first, _ = await dashboard.get("/dashboard/events?action=invoice_is_sent")
+    assert [e for e in newest_first if e in first] == newest_first[:2]
+    assert 'id="older"' in first and 'id="newer"' not in first
+    assert "/dashboard/events?action=invoice_is_sent&amp;page=2" in first, "the filter is kept"
+    _, second, _ = await dashboard.get("/dashboard/events?action=invoice_is_sent&page=2")
+    assert [e for e in newest_first if e in second] == newest_first[2:]
+    assert 'id="newer"' in second and 'id="older"' not in second

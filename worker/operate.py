@@ -112,9 +112,9 @@ def _codes(event: Event) -> set[str]:
 
 
 async def list_events(
-    store: EventStore, flt: EventFilter | None = None, *, limit: int | None = 50
+    store: EventStore, flt: EventFilter | None = None, *, limit: int | None = 50, skip: int = 0
 ) -> list[Event]:
-    """Events matching ``flt``, newest first; ``limit=None`` for all of them."""
+    """Events matching ``flt``, newest first, past the first ``skip`` of them; ``limit=None`` for all."""
     flt = flt or EventFilter()
     index = keys.by_status(flt.status) if flt.status else keys.EVENTS
     # Index scores are microseconds: arrival in the events index, entry into the status in a status
@@ -130,6 +130,9 @@ async def list_events(
         offset += len(raw)
         for event in await store.get_many([text(item) for item in raw]):
             if event is not None and flt.matches(event):
+                if skip:
+                    skip -= 1
+                    continue
                 found.append(event)
                 if limit is not None and len(found) >= limit:
                     break

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
+from urllib.parse import urlencode
 
 import jinja2
 from aiohttp import web
@@ -690,16 +691,21 @@ async def events_page(request: web.Request) -> web.StreamResponse:
         route=wanted["route"] or None,
         invoice=wanted["invoice"] or None,
     )
-    events = await operate.list_events(_store(request), flt, limit=PAGE_SIZE)
+    page = max(1, _count(query.get("page")) or 1)
+    # One more than a page: whether an older page exists.
+    events = await operate.list_events(_store(request), flt, limit=PAGE_SIZE + 1, skip=(page - 1) * PAGE_SIZE)
     return render(
         request,
         "events.html",
         title="Events",
         refresh=_refresh(request),
-        rows=[_row(request, e) for e in events],
+        rows=[_row(request, e) for e in events[:PAGE_SIZE]],
         statuses=STATUSES,
         wanted=wanted,
         page_size=PAGE_SIZE,
+        page=page,
+        older=len(events) > PAGE_SIZE,
+        filters=urlencode({name: value for name, value in wanted.items() if value}),
     )
 
 
