@@ -154,12 +154,13 @@ async def test_failed_events_are_listed_shown_retried_discarded_and_replayed(
         not_failed = await cli(config, "failed", "retry", first.id)
         assert not_failed.code == 3 and "it is done, not failed" in not_failed.out
 
-        discarded = await cli(config, "failed", "discard", second.id, "--reason", "booked by hand")
-        assert discarded.code == 0 and "failed → discarded" in discarded.out
-        everything = await cli(config, "failed", "retry", "--all")
+        shown_json = (await cli(config, "failed", "show", second.id, "--json")).json()
+        assert shown_json["id"] == second.id and shown_json["status"] == "failed"
+        discarded = await cli(config, "failed", "discard", second.id, "--reason", "booked by hand", "--json")
+        assert discarded.code == 0 and discarded.json()[0]["discarded"] is True
+        everything = await cli(config, "failed", "retry", "--all", "--json")
         assert everything.code == 0, everything.err
-        assert third.id in everything.out and second.id not in everything.out
-        assert "1 re-enqueued" in everything.out
+        assert [(r["event_id"], r["verdict"]) for r in everything.json()] == [(third.id, "requeued")]
         await stack.settled()
         assert (await stack.store.get(third.id)).status == "done"  # type: ignore[union-attr]
         assert (await stack.store.get(second.id)).status == "discarded"  # type: ignore[union-attr]
@@ -174,6 +175,8 @@ async def test_failed_events_are_listed_shown_retried_discarded_and_replayed(
         assert replayed.code == 0 and "done → queued" in replayed.out
         busy = await cli(config, "events", "replay", first.id)
         assert busy.code == 0 and "nothing done" in busy.out and "1 already waiting" in busy.out
+        busy_json = await cli(config, "events", "replay", first.id, "--json")
+        assert busy_json.json()[0]["verdict"] == "waiting"
         await stack.settled()
         replayed_event = await stack.store.get(first.id)
         assert replayed_event is not None and replayed_event.status == "done"
