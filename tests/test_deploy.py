@@ -241,7 +241,9 @@ def test_kubernetes_every_factsync_container_runs_a_real_command(
             assert all(is_setting(variable) for variable in variables), variables
             (source,) = container["envFrom"]
             assert source["secretRef"]["name"] == secret["metadata"]["name"]
-            assert all(is_setting(key) for key in secret["stringData"]), secret["stringData"]
+            # Every entry a factsync setting, but Redis's own password (redis.yaml reads it).
+            keys_read = [key for key in secret["stringData"] if key != "REDIS_PASSWORD"]
+            assert all(is_setting(key) for key in keys_read), secret["stringData"]
             # The config file the variable names is the ConfigMap's, mounted where it says.
             config = Path(next(e["value"] for e in container["env"] if e["name"] == CONFIG_ENV))
             mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(config.parent))
@@ -307,7 +309,10 @@ def test_kubernetes_services_select_their_pods(manifests: dict[tuple[str, str], 
         (container,) = pods(manifests)[matched[0]]["spec"]["containers"]
         names = {port["name"] for port in container["ports"]}
         assert all(port["targetPort"] in names for port in service["spec"]["ports"]), name
-    assert config_map_toml(manifests)["redis_url"].startswith("redis://redis:")
+    # The Redis URL, with its password, comes from the Secret; it names the redis Service.
+    secret = yaml.safe_load((KUBERNETES / "secret.example.yaml").read_text())["stringData"]
+    assert "redis_url" not in config_map_toml(manifests)
+    assert secret["FACTSYNC_REDIS_URL"].endswith("@redis:6379/0")
     assert ("Service", "redis") in manifests
 
 
@@ -317,8 +322,12 @@ def test_kubernetes_redis_keeps_its_data_with_aof(manifests: dict[tuple[str, str
     (container,) = redis["spec"]["template"]["spec"]["containers"]
     mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
     assert mounts[claim["metadata"]["name"]] == "/data"
-    conf = Path(container["command"][-1])
+    conf = Path(container["command"][1])  # redis-server reads its config file from the first argument
     assert mounts["config"] == str(conf.parent)
+    # A password from the Secret, for the server and for its probes' redis-cli.
+    assert container["command"][2:] == ["--requirepass", "$(REDIS_PASSWORD)"]
+    env = {item["name"]: item["valueFrom"]["secretKeyRef"] for item in container["env"]}
+    assert env["REDIS_PASSWORD"] == env["REDISCLI_AUTH"] == {"name": "factsync-keys", "key": "REDIS_PASSWORD"}
     config_map = manifests[("ConfigMap", "factsync-redis")]
     assert config_map["data"][conf.name] == (DEPLOY / "redis.conf").read_text(), "one redis.conf"
     limit = container["resources"]["limits"]["memory"]
