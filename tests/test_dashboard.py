@@ -557,10 +557,8 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.mark.slow
-async def test_in_a_browser_an_operator_signs_in_sees_the_failure_retries_it_and_sees_it_done(
-    redis: Redis, redis_url: str
-) -> None:
+def playwright_or_fail() -> Any:
+    """Playwright's entry point, once chromium and playwright are known to be there (else a loud failure)."""
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(
             f"{CHROMIUM} is missing: the dashboard's browser test needs it. Install it: {INSTALL_CHROMIUM}"
@@ -569,6 +567,14 @@ async def test_in_a_browser_an_operator_signs_in_sees_the_failure_retries_it_and
         from playwright.async_api import async_playwright
     except ImportError:
         pytest.fail("playwright is missing: pip install -e '.[test]' installs it (no `playwright install`)")
+    return async_playwright
+
+
+@pytest.mark.slow
+async def test_in_a_browser_an_operator_signs_in_sees_the_failure_retries_it_and_sees_it_done(
+    redis: Redis, redis_url: str
+) -> None:
+    async_playwright = playwright_or_fail()
     from tests.stack import running_stack
 
     async with running_stack(redis_url, dashboard={"token": TOKEN}) as stack:
@@ -702,3 +708,49 @@ async def test_the_events_list_pages_through_older_events(
     _, second, _ = await dashboard.get("/dashboard/events?action=invoice_is_sent&page=2")
     assert [e for e in newest_first if e in second] == newest_first[2:]
     assert 'id="newer"' in second and 'id="older"' not in second
+
+
+@pytest.mark.slow
+async def test_on_a_phone_an_operator_sees_the_ban_and_retries_all_matching(
+    dashboard: Dashboard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 390 px the pages fit the screen; the ban banner, the filter and its retry work by touch."""
+    async_playwright = playwright_or_fail()
+    monkeypatch.setenv("FACTSYNC_OPERATOR", "Mila")
+    timed_out = await dashboard.failed_event("gave up after 10 tries: HTTP 503")
+    refused = await dashboard.failed_event("the API refused: invoice show: no such invoice")
+    await SharedRateLimit(dashboard.redis, {}).pause("wefact", 120)
+
+    async def fits(page: Any) -> None:
+        overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"{page.url} is {overflow} px wider than the phone"
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 390, "height": 844}, has_touch=True)
+            await page.goto(f"{dashboard.url}/dashboard")
+            await page.fill("input[name=token]", TOKEN)
+            async with page.expect_navigation():
+                await page.tap("button[type=submit]")
+            assert await page.is_visible("#ban-wefact")
+            assert "Calls to wefact are paused" in await page.inner_text("#ban-wefact")
+            await fits(page)
+
+            await page.goto(f"{dashboard.url}/dashboard/failed")
+            await fits(page)
+            assert await page.locator("#failed tr", has_text=timed_out).count() == 1
+            await page.fill("#retry-matching input[name=reason]", "http 503")
+            async with page.expect_navigation():
+                await page.tap("#retry-all-matching")
+            assert "Queued 1 event again." in await page.inner_text("#flash")
+
+            await page.goto(f"{dashboard.url}/dashboard/events?refresh=0")
+            await fits(page)
+            assert await page.locator("meta[http-equiv=refresh]").count() == 0
+        finally:
+            await browser.close()
+    again = await dashboard.store.get(timed_out)
+    assert again is not None and again.status == "queued" and again.history[-1]["by"] == "dashboard:Mila"
+    left = await dashboard.store.get(refused)
+    assert left is not None and left.status == "failed"
