@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import click
 import pytest
 from click.testing import CliRunner
 
 from tests.test_config import GOOD
-from worker.cli.main import main
+from worker.cli.main import COMMANDS, main
 from worker.embedded_redis import free_port
 
 FACTSYNC = [sys.executable, "-m", "worker.cli"]
@@ -34,6 +35,36 @@ def test_help_teaches_the_commands() -> None:
     for command in ("run", "listen", "worker", "sandbox"):
         assert command in result.stdout
     assert "factsync.toml" in result.stdout
+
+
+def test_the_commands_help_lines_are_their_own() -> None:
+    """`factsync --help` shows each command's line without importing it; it must be the command's own."""
+    ctx = click.Context(main)
+    for name, (_, line) in COMMANDS.items():
+        command = main.get_command(ctx, name)
+        assert command is not None and command.help is not None, name
+        first = " ".join(command.help.split("\n\n")[0].split())
+        assert first == line, f"{name}: COMMANDS says {line!r}, its docstring {first!r}"
+
+
+# What only the daemons, remap and the sandbox need: a probe or an operator's look must not import it.
+HEAVY = ("aiohttp", "tasks.client", "tasks.simulator", "worker.runtime")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["check"], ["status"], ["failed", "list"]])
+def test_help_and_the_probes_import_nothing_they_do_not_use(argv: list[str], redis_url: str) -> None:
+    probe = (
+        "import sys\n"
+        "from worker.cli.main import main\n"
+        f"try: main({argv!r})\n"
+        "except SystemExit: pass\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)\n"
+    )
+    env = env_without_factsync() | {"FACTSYNC_REDIS_URL": redis_url}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=30
+    )
+    assert result.stderr.strip().splitlines()[-1] == "[]", result.stderr
 
 
 def test_a_bad_configuration_refuses_to_start_naming_the_setting(tmp_path: Path) -> None:

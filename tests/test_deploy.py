@@ -23,7 +23,8 @@ from click.testing import CliRunner
 from pydantic import BaseModel
 
 from tests.conftest import make_settings
-from worker.cli.main import STOP_MARGIN, main
+from worker.cli.main import main
+from worker.cli.serve import STOP_MARGIN
 from worker.config import CONFIG_ENV, ConfigError, Settings, load_settings
 from worker.web.app import create_app
 

@@ -25,7 +25,7 @@ from tasks.invoice import Invoice, Line, Status
 from tests.conftest import HOOK_SECRET, SOURCE_KEY, TARGET_KEY, hook_body, sign
 from tests.stack import LINES as HOSTFACT_SEED_LINES
 from tests.stack import TEST_BUDGET, Stack, running_stack
-from worker import keys
+from worker import keys, operate
 from worker.cli.main import main
 from worker.operate import parse_when
 from worker.ratelimit import SharedRateLimit
@@ -500,7 +500,7 @@ async def test_a_backfill_without_a_worker_says_so_unless_told_not_to_wait(
 
     settings = make_settings(redis_url)
     wanted = [resync.ToSync("7", "F0007")]
-    with pytest.raises(resync.NoWorker, match="--no-wait"):
+    with pytest.raises(operate.NoWorker, match="--no-wait"):
         await resync.schedule_syncs(settings, redis, settings.route("sales"), wanted, action="backfill")
     assert await redis.zcard(keys.EVENTS) == 0, "nothing is recorded when nothing would run it"
 

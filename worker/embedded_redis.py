@@ -12,8 +12,12 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import redis
+
+if TYPE_CHECKING:
+    from worker.config import Settings
 
 
 class EmbeddedRedisError(RuntimeError):
@@ -135,3 +139,16 @@ class EmbeddedRedis:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def running_redis_url(settings: Settings) -> str:
+    """The Redis an operator command should use: the configured one, or the embedded one running now."""
+    if settings.redis_url:
+        return settings.redis_url
+    url_file = EmbeddedRedis(settings.data_dir / "redis").url_file
+    if url_file.is_file():
+        return url_file.read_text().strip()
+    raise LookupError(
+        f"no Redis to talk to: set FACTSYNC_REDIS_URL, or start `factsync run` (its embedded Redis "
+        f"announces itself in {url_file})"
+    )

@@ -11,13 +11,15 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from arq.worker import Worker
 from redis.asyncio import Redis
 
 from worker import keys
 from worker.redisio import done, text
+
+if TYPE_CHECKING:  # arq's worker module costs a health check 0.1 s to import
+    from arq.worker import Worker
 
 INTERVAL = 5.0
 # The worker context's count of syncs that failed (worker.jobs counts them): arq counts only jobs that

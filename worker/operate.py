@@ -27,6 +27,11 @@ from worker.ratelimit import SharedRateLimit
 from worker.redisio import done, text
 from worker.store import STATUSES, Event, EventStore, Status
 
+
+class NoWorker(RuntimeError):
+    """Nothing would run the syncs: no worker has a fresh heartbeat."""
+
+
 # Ids read from an index per round trip while filtering.
 _BATCH = 500
 # Statuses an event waits in: the fan-out job is queued, or syncs of its routes are.

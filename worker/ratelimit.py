@@ -11,14 +11,16 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from redis.asyncio import Redis
 
-from tasks.client import RateLimit
 from tasks.errors import RateLimited
 from worker import keys
 from worker.redisio import done
+
+if TYPE_CHECKING:  # an annotation only: `status` and `failed` need not import the HTTP client
+    from tasks.client import RateLimit
 
 # GCRA: one theoretical arrival time per administration, in Redis time so that host clocks do not matter.
 # KEYS: tat, pause   ARGV: interval ms, tolerance ms. Returns {1, 0} (go) or {0, wait ms} or {-1, paused ms}.

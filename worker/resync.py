@@ -25,6 +25,7 @@ from worker.config import Settings
 from worker.documents import Documents
 from worker.heartbeat import heartbeats
 from worker.idmap import RedisIdMap
+from worker.operate import NoWorker
 from worker.ratelimit import SharedRateLimit
 from worker.redisio import text
 from worker.store import AUDIT, BACKFILL, FINAL, EventStore
@@ -37,10 +38,6 @@ _STALL_CHECK = 30.0
 # Nothing finished for this long: see whether a ban pause holds the syncs, and say so.
 _PAUSE_CHECK = 2.0
 Notice = Callable[[str], None]
-
-
-class NoWorker(RuntimeError):
-    """Nothing would run the syncs: no worker has a fresh heartbeat."""
 
 
 @dataclass(frozen=True)

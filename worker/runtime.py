@@ -37,19 +37,6 @@ def redis_for(settings: Settings) -> Iterator[str]:
         yield server.url
 
 
-def running_redis_url(settings: Settings) -> str:
-    """The Redis an operator command should use: the configured one, or the embedded one running now."""
-    if settings.redis_url:
-        return settings.redis_url
-    url_file = EmbeddedRedis(settings.data_dir / "redis").url_file
-    if url_file.is_file():
-        return url_file.read_text().strip()
-    raise LookupError(
-        f"no Redis to talk to: set FACTSYNC_REDIS_URL, or start `factsync run` (its embedded Redis "
-        f"announces itself in {url_file})"
-    )
-
-
 @dataclass
 class Running:
     listener_url: str | None

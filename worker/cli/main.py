@@ -1,34 +1,91 @@
-"""The `factsync` command line: run the listener and workers, or the whole thing in a sandbox."""
+"""The `factsync` command line: the group, which imports a command's module only when that command runs.
+
+`factsync --help` and the health check (`check`, every 30 s in a pod) must not pay for aiohttp, the API
+client and the simulator; the commands live in modules by what they need (serve, health, ops, repair).
+"""
 
 from __future__ import annotations
 
-import asyncio
-import errno
-import logging
-import socket
-import sys
+import importlib
 from pathlib import Path
+from typing import Any
 
 import click
-from redis.asyncio import Redis
 
-from tasks.client import ApiClient
-from tasks.errors import ApiError, RateLimited
-from tasks.remap import rebuild_id_map
-from worker.cli.context import load_settings_for
-from worker.cli.ops import register as register_operator_commands
-from worker.cli.sandbox import run_sandbox
-from worker.config import Settings
-from worker.heartbeat import heartbeats, verdict
-from worker.idmap import RedisIdMap
-from worker.logs import configure_logging
-from worker.ratelimit import SharedRateLimit
-from worker.runtime import redis_for, running_redis_url, serve
-from worker.supervisor import Supervisor
-from worker.web.app import create_app
+# Each command: its module and the first line of its help, shown by `factsync --help` without importing it
+# (tests/test_cli.py holds each line to the command's own docstring).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("worker.cli.serve", "Run the listener and a worker in one process (small installations)."),
+    "listen": ("worker.cli.serve", "Run only the listener: POST /hooks/{source}, GET /healthz, GET /readyz."),
+    "worker": (
+        "worker.cli.serve",
+        "Run worker processes; start as many as the load needs, on any host that reaches Redis.",
+    ),
+    "check": (
+        "worker.cli.health",
+        "Exit 0 when a worker's heartbeat is fresh, 1 when none is; print one line saying why.",
+    ),
+    "remap": (
+        "worker.cli.serve",
+        "Rebuild a route's id mapping (source document -> mirror) from the markers in its target.",
+    ),
+    "status": (
+        "worker.cli.ops",
+        "How factsync is doing: queue, events per status, the longest wait, workers and API budgets.",
+    ),
+    "events": (
+        "worker.cli.ops",
+        "List and inspect events (every hook factsync accepted), and run them again.",
+    ),
+    "failed": (
+        "worker.cli.ops",
+        "The failed store: events a sync could not complete, with the reason and the last API exchange.",
+    ),
+    "backfill": (
+        "worker.cli.repair",
+        "Sync every invoice of a route's source (or those modified since a time) into its target.",
+    ),
+    "audit": (
+        "worker.cli.repair",
+        "Compare a route's target with its source, invoice by invoice, and print the drift.",
+    ),
+    "sandbox": (
+        "worker.cli.serve",
+        "Everything embedded: Redis, a simulated HostFact (source) and WeFact (target), listener and worker.",
+    ),
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(click.Group):
+    """A click group whose commands are imported by name when run (click's documented lazy loading)."""
+
+    def __init__(self, *args: Any, commands: dict[str, tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = commands
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.lazy:
+            return super().get_command(ctx, cmd_name)
+        module, _ = self.lazy[cmd_name]
+        command = getattr(importlib.import_module(module), cmd_name.replace("-", "_"))
+        assert isinstance(command, click.Command), f"{module}.{cmd_name} is not a click command"
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, self.lazy[name][1]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(
+    cls=LazyGroup,
+    commands=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.option(
     "--config",
     "-c",
@@ -60,222 +117,6 @@ def main(ctx: click.Context, config: Path | None, log_json: bool | None, log_lev
     """
     ctx.obj = {"config": config, "log_json": log_json, "log_level": log_level.upper()}
 
-
-def _run(settings: Settings, *, listen: bool, work: bool) -> None:
-    try:
-        with redis_for(settings) as redis_url:
-            asyncio.run(serve(settings, redis_url, app=create_app if listen else None, work=work))
-    except KeyboardInterrupt:
-        pass
-    except OSError as exc:
-        if exc.errno != errno.EADDRINUSE:
-            raise
-        # One line, not a traceback: the operator's next step is another port or stopping the other process.
-        raise click.ClickException(
-            f"cannot listen on {settings.listen_host}:{settings.listen_port}: the address is in use "
-            "(another factsync or program holds it); choose another with --port or listen_port"
-        ) from None
-
-
-_host = click.option("--host", help="Listen on this address (default from config: 127.0.0.1).")
-_port = click.option("--port", type=int, help="Listen on this port (default from config: 8080).")
-
-
-@main.command()
-@_host
-@_port
-@click.pass_context
-def run(ctx: click.Context, host: str | None, port: int | None) -> None:
-    """Run the listener and a worker in one process (small installations).
-
-    Without a Redis URL (FACTSYNC_REDIS_URL or redis_url in the config) an embedded Redis server is
-    started with its append-only file under data_dir.
-    """
-    _run(load_settings_for(ctx, listen_host=host, listen_port=port), listen=True, work=True)
-
-
-@main.command()
-@_host
-@_port
-@click.pass_context
-def listen(ctx: click.Context, host: str | None, port: int | None) -> None:
-    """Run only the listener: POST /hooks/{source}, GET /healthz, GET /readyz."""
-    _run(load_settings_for(ctx, listen_host=host, listen_port=port), listen=True, work=False)
-
-
-# How much longer than shutdown_grace the supervisor waits for its children: start-up, closing, logging.
-STOP_MARGIN = 10.0
-
-
-@main.command()
-@click.option(
-    "--processes",
-    "-p",
-    type=click.IntRange(min=1),
-    help="Worker processes to run and keep running (default from config: worker_processes, 1).",
-)
-@click.pass_context
-def worker(ctx: click.Context, processes: int | None) -> None:
-    """Run worker processes; start as many as the load needs, on any host that reaches Redis.
-
-    With --processes N above 1, a supervisor runs N worker processes and restarts one that dies (after a
-    backoff that grows while it keeps dying). SIGTERM stops them gracefully: no new job is taken, running
-    ones finish within shutdown_grace seconds, and the rest stay queued for another worker.
-    """
-    settings = load_settings_for(ctx)
-    if not settings.redis_url:
-        raise click.ClickException(
-            "a separate worker needs a shared Redis: set FACTSYNC_REDIS_URL or redis_url "
-            "(use `factsync run` for the embedded single-process setup)"
-        )
-    processes = processes or settings.worker_processes
-    if processes == 1:
-        _run(settings, listen=False, work=True)
-        return
-    command = [sys.executable, "-m", "worker.cli", *_global_options(ctx), "worker", "--processes", "1"]
-    supervisor = Supervisor(
-        command,
-        processes,
-        stop_timeout=settings.shutdown_grace + STOP_MARGIN,
-        metrics_port=settings.worker_metrics_port if settings.metrics else 0,
-    )
-    sys.exit(asyncio.run(supervisor.run()))
-
-
-def _global_options(ctx: click.Context) -> list[str]:
-    """The `factsync` options this command was given, for a child process that must see the same."""
-    options = ["--log-level", ctx.obj["log_level"]]
-    if ctx.obj["config"] is not None:
-        options += ["--config", str(Path(ctx.obj["config"]).resolve())]
-    if ctx.obj["log_json"] is not None:
-        options.append("--log-json" if ctx.obj["log_json"] else "--log-text")
-    return options
-
-
-@main.command()
-@click.option(
-    "--this-host",
-    is_flag=True,
-    help="Count only the workers on this host: a container's or pod's own health check.",
-)
-@click.pass_context
-def check(ctx: click.Context, this_host: bool) -> None:
-    """Exit 0 when a worker's heartbeat is fresh, 1 when none is; print one line saying why.
-
-    For health checks: `factsync check --this-host` in a worker container or pod, `factsync check` to
-    know that some worker, anywhere, is alive.
-    """
-    settings = load_settings_for(ctx, secrets=False)  # a health check needs only Redis
-    try:
-        redis_url = running_redis_url(settings)
-    except LookupError as exc:
-        click.echo(f"unhealthy: {exc}")
-        sys.exit(1)
-    healthy, reason = asyncio.run(_check(redis_url, socket.gethostname() if this_host else None))
-    click.echo(("ok: " if healthy else "unhealthy: ") + reason)
-    sys.exit(0 if healthy else 1)
-
-
-async def _check(redis_url: str, host: str | None) -> tuple[bool, str]:
-    redis = Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=3)
-    try:
-        beats = await heartbeats(redis)
-    except Exception as exc:
-        # Not the URL: it may carry Redis's password.
-        return False, f"Redis does not answer ({type(exc).__name__})"
-    finally:
-        await redis.aclose()
-    return verdict(beats, host=host)
-
-
-@main.command()
-@click.option("--route", "route_name", required=True, help="The route whose mapping to rebuild.")
-@click.pass_context
-def remap(ctx: click.Context, route_name: str) -> None:
-    """Rebuild a route's id mapping (source document -> mirror) from the markers in its target.
-
-    Every mirror carries "[factsync:SOURCE:ID]" in its ReferenceNumber, so the mapping in Redis can be
-    rebuilt after Redis lost it. Safe to run at any time; it only reads the target and writes the mapping.
-    """
-    settings = load_settings_for(ctx)
-    if route_name not in settings.routes:
-        known = ", ".join(sorted(settings.routes)) or "none"
-        raise click.ClickException(f"no route named {route_name!r} (configured: {known})")
-    try:
-        redis_url = running_redis_url(settings)
-    except LookupError as exc:
-        raise click.ClickException(str(exc)) from None
-    try:
-        mapped = asyncio.run(_remap(settings, route_name, redis_url))
-    except RateLimited as exc:
-        # A ban pause (or a spent budget) on the target: nothing to do but wait; say how long.
-        raise click.ClickException(
-            f"route {route_name}: {exc.message}; try again in {exc.retry_after:.0f} s (what was read "
-            "before is mapped; remap again)"
-        ) from None
-    except ApiError as exc:
-        raise click.ClickException(
-            f"route {route_name}: {exc.message} (what was read before is mapped; remap again)"
-        ) from None
-    click.echo(f"route {route_name}: {mapped} mirror(s) mapped from their markers")
-
-
-async def _remap(settings: Settings, route_name: str, redis_url: str) -> int:
-    route = settings.route(route_name)
-    redis = Redis.from_url(redis_url)
-    try:
-        throttle = SharedRateLimit(
-            redis, {route.target: settings.targets[route.target].rate_limit_per_minute}
-        )
-        async with ApiClient(settings.target(route.target), throttle=throttle) as target:
-            with click.progressbar(length=1, label=f"reading {route.target}", file=sys.stderr) as bar:
-
-                def progress(done: int, total: int) -> None:
-                    bar.length = total
-                    bar.update(done - bar.pos)
-
-                return await rebuild_id_map(route, target, RedisIdMap(redis, route.name), progress=progress)
-    finally:
-        await redis.aclose()
-
-
-@main.command()
-@click.option("--port", type=int, default=8080, show_default=True, help="The listener's port (0: any free).")
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("var/sandbox"),
-    show_default=True,
-    help="Where the embedded Redis keeps its files.",
-)
-@click.option(
-    "--demo/--no-demo",
-    default=True,
-    show_default=True,
-    help="Create, send and pay an invoice in the simulated HostFact and show what factsync did.",
-)
-@click.option("--exit-after-demo", is_flag=True, help="Stop after the demo instead of serving until Ctrl-C.")
-@click.pass_context
-def sandbox(ctx: click.Context, port: int, data_dir: Path, demo: bool, exit_after_demo: bool) -> None:
-    """Everything embedded: Redis, a simulated HostFact (source) and WeFact (target), listener and worker.
-
-    Acting on the simulated HostFact through its API fires its hooks at the listener, as a real HostFact
-    with hooks.php would; the addresses are printed at start.
-    """
-    configure_logging(json=ctx.obj["log_json"], level=ctx.obj["log_level"])
-    if ctx.obj["log_level"] != "DEBUG":
-        # arq logs a line per job start and end; in the sandbox that buries the demo's own output.
-        logging.getLogger("arq").setLevel(logging.WARNING)
-    try:
-        code = asyncio.run(
-            run_sandbox(port=port, data_dir=data_dir, demo=demo, exit_after_demo=exit_after_demo)
-        )
-    except KeyboardInterrupt:
-        code = 0
-    sys.exit(code)
-
-
-register_operator_commands(main)
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,7 @@
-"""The operators' commands of `factsync`: status, events, failed events, replay, backfill, audit.
+"""The operators' commands that need only Redis: status, events, failed events, replay.
 
-The queries and actions live in `worker.operate` and `worker.resync` (the dashboard uses them too); this
-module parses options and prints tables, or JSON with --json.
+The queries and actions live in `worker.operate` (the dashboard uses them too); this module parses options
+and prints tables, or JSON with --json, and holds the plumbing `worker.cli.repair` shares.
 """
 
 from __future__ import annotations
@@ -22,14 +22,12 @@ import click
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from tasks.audit import AuditReport
 from tasks.errors import ApiError, TransientError
-from tasks.model import Route
-from worker import operate, resync
+from worker import operate
 from worker.cli.context import load_settings_for
 from worker.config import Settings
+from worker.embedded_redis import running_redis_url
 from worker.heartbeat import STALE_AFTER
-from worker.runtime import running_redis_url
 from worker.store import STATUSES, Event, EventStore
 
 T = TypeVar("T")
@@ -56,12 +54,12 @@ def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> floa
 
 
 WHEN: dict[str, Any] = {"callback": _when, "metavar": "TIME"}
-_json_option = click.option(
+json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table."
 )
 
 
-def _settings_and_url(ctx: click.Context, *, secrets: bool = False) -> tuple[Settings, str]:
+def settings_and_url(ctx: click.Context, *, secrets: bool = False) -> tuple[Settings, str]:
     """The settings and the Redis to talk to. Reading and re-enqueuing events needs only Redis; a command
     that calls the APIs (backfill, audit) asks for the ``secrets`` too."""
     settings = load_settings_for(ctx, secrets=secrets)
@@ -71,15 +69,8 @@ def _settings_and_url(ctx: click.Context, *, secrets: bool = False) -> tuple[Set
         raise click.ClickException(str(exc)) from None
 
 
-def _route(settings: Settings, name: str) -> Route:
-    if name not in settings.routes:
-        known = ", ".join(sorted(settings.routes)) or "none"
-        raise click.ClickException(f"no route named {name!r} (configured: {known})")
-    return settings.route(name)
-
-
 @contextlib.asynccontextmanager
-async def _connected(settings: Settings, url: str) -> AsyncIterator[tuple[Redis, EventStore]]:
+async def connected(settings: Settings, url: str) -> AsyncIterator[tuple[Redis, EventStore]]:
     redis = Redis.from_url(url)
     try:
         yield redis, EventStore.for_settings(redis, settings)
@@ -87,7 +78,7 @@ async def _connected(settings: Settings, url: str) -> AsyncIterator[tuple[Redis,
         await redis.aclose()
 
 
-def _run(url: str, work: Coroutine[Any, Any, T]) -> T:
+def run_or_fail(url: str, work: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine; a Redis or API that cannot be reached is a clean error, not a traceback."""
     try:
         return asyncio.run(work)
@@ -100,7 +91,7 @@ def _run(url: str, work: Coroutine[Any, Any, T]) -> T:
         ) from None
     except ApiError as exc:
         raise click.ClickException(f"the API refused ({exc.message}); nothing more was done") from None
-    except resync.NoWorker as exc:
+    except operate.NoWorker as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -114,7 +105,7 @@ def _safe_url(url: str) -> str:
     return url
 
 
-def _echo_json(value: Any) -> None:
+def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str, ensure_ascii=False))
 
 
@@ -135,7 +126,7 @@ def _cut(text: str, width: int = CELL) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, indent: str = "") -> None:
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, indent: str = "") -> None:
     cells = [[_cut(str(cell)) for cell in row] for row in rows]
     widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
     for row in [list(headers), *cells]:
@@ -211,7 +202,7 @@ def _print_events(events: list[Event], *, empty: str) -> None:
         click.echo(empty)
         return
     now = time.time()
-    _table(
+    table(
         ["ID", "AGE", "SOURCE", "ACTION", "INVOICE", "STATUS", "ROUTES", "TRIES", "DETAIL"],
         [
             [
@@ -296,17 +287,17 @@ def _indent(text: str, spaces: int = 2) -> str:
 
 
 def _show(ctx: click.Context, event_id: str, as_json: bool) -> None:
-    settings, url = _settings_and_url(ctx)
+    settings, url = settings_and_url(ctx)
 
     async def work() -> tuple[Event | None, list[dict[str, Any]]]:
-        async with _connected(settings, url) as (_, store):
+        async with connected(settings, url) as (_, store):
             return await operate.get_event(store, event_id), await store.attempts(event_id)
 
-    event, attempts = _run(url, work())
+    event, attempts = run_or_fail(url, work())
     if event is None:
         raise click.ClickException(f"no event {event_id!r} (ids look like evt_0635c8e1d2a3f9b1c2d3e4f5a6)")
     if as_json:
-        _echo_json(_event_json(event) | {"attempts": attempts})
+        echo_json(_event_json(event) | {"attempts": attempts})
     else:
         _print_event(event)
         _print_attempts(attempts)
@@ -343,7 +334,7 @@ def _filter_options(*, status: bool) -> Callable[[Callable[..., Any]], Callable[
             click.option("--since", **WHEN, help="Received at or after this time: 2026-01-31, 2h, 3d."),
             click.option("--until", **WHEN, help="Received at or before this time."),
             click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True),
-            _json_option,
+            json_option,
         ]
         if status:
             options.insert(0, click.option("--status", type=click.Choice(STATUSES), help="Only this status."))
@@ -355,15 +346,15 @@ def _filter_options(*, status: bool) -> Callable[[Callable[..., Any]], Callable[
 
 
 def _list(ctx: click.Context, flt: operate.EventFilter, limit: int, as_json: bool, empty: str) -> None:
-    settings, url = _settings_and_url(ctx)
+    settings, url = settings_and_url(ctx)
 
     async def work() -> list[Event]:
-        async with _connected(settings, url) as (_, store):
+        async with connected(settings, url) as (_, store):
             return await operate.list_events(store, flt, limit=limit)
 
-    events = _run(url, work())
+    events = run_or_fail(url, work())
     if as_json:
-        _echo_json([_event_json(event) for event in events])
+        echo_json([_event_json(event) for event in events])
     else:
         _print_events(events, empty=empty)
         if len(events) == limit:
@@ -372,7 +363,7 @@ def _list(ctx: click.Context, flt: operate.EventFilter, limit: int, as_json: boo
 
 def _print_requeues(results: list[operate.Requeue], as_json: bool) -> None:
     if as_json:
-        _echo_json([asdict(result) for result in results])
+        echo_json([asdict(result) for result in results])
     else:
         for result in results:
             click.echo(f"{result.event_id}  {result.detail}")
@@ -385,7 +376,7 @@ def _print_requeues(results: list[operate.Requeue], as_json: bool) -> None:
         sys.exit(ATTENTION)
 
 
-def _notice(text: str) -> None:
+def notice(text: str) -> None:
     """A bulk command's word on why it waits (a ban pause), on its own line beside the progress bar."""
     click.echo("\n" + text, err=True)
 
@@ -393,30 +384,24 @@ def _notice(text: str) -> None:
 def _requeue(
     ctx: click.Context, event_ids: Sequence[str], allowed: frozenset[str], as_json: bool, *, now: bool = False
 ) -> None:
-    settings, url = _settings_and_url(ctx)
+    settings, url = settings_and_url(ctx)
     by = operate.operator()
 
     async def work() -> list[operate.Requeue]:
-        async with _connected(settings, url) as (_, store):
+        async with connected(settings, url) as (_, store):
             with ProgressReport("re-enqueueing", minimum=PROGRESS_FROM) as progress:
                 return await operate.requeue_events(
                     store, event_ids, by=by, allowed=allowed, progress=progress, now=now
                 )
 
-    _print_requeues(_run(url, work()), as_json)
+    _print_requeues(run_or_fail(url, work()), as_json)
 
 
 # -- commands ------------------------------------------------------------------------------------------------
 
 
-def register(main: click.Group) -> None:
-    """Add the operators' commands to the `factsync` command group."""
-    for command in (status, events, failed, backfill, audit):
-        main.add_command(command)
-
-
 @click.command()
-@_json_option
+@json_option
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """How factsync is doing: queue, events per status, the longest wait, workers and API budgets.
@@ -426,13 +411,13 @@ def status(ctx: click.Context, as_json: bool) -> None:
       factsync status
       factsync status --json | jq .events.failed
     """
-    settings, url = _settings_and_url(ctx)
+    settings, url = settings_and_url(ctx)
 
     async def work() -> operate.StatusReport:
-        async with _connected(settings, url) as (redis, _):
+        async with connected(settings, url) as (redis, _):
             return await operate.status_report(redis, settings)
 
-    report = _run(url, work())
+    report = run_or_fail(url, work())
     needs = _needs_a_person(report)
     if as_json:
         data = asdict(report)
@@ -441,7 +426,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
         if report.oldest_waiting is not None:
             data["oldest_waiting"]["age"] = round(report.oldest_waiting.age, 1)
         data["needs_a_person"] = needs
-        _echo_json(data)
+        echo_json(data)
     else:
         _print_status(report)
         if needs:
@@ -482,7 +467,7 @@ def _print_status(report: operate.StatusReport) -> None:
         f"workers    {len(fresh)} alive" + ("" if fresh else ": nothing is syncing (start `factsync worker`)")
     )
     if report.workers:
-        _table(
+        table(
             ["WORKER", "LAST BEAT", "RUNNING", "DONE", "FAILED", "RETRIED", "UP"],
             [
                 [
@@ -499,7 +484,7 @@ def _print_status(report: operate.StatusReport) -> None:
             indent="  ",
         )
     click.echo("API budget (shared by all workers)")
-    _table(
+    table(
         ["ADMINISTRATION", "ROLE", "LIMIT", "FREE NOW", "STATE"],
         [
             [
@@ -556,7 +541,7 @@ def events_list(
 
 @events.command("show")
 @click.argument("event_id")
-@_json_option
+@json_option
 @click.pass_context
 def events_show(ctx: click.Context, event_id: str, as_json: bool) -> None:
     """One event in full: payload, tries, the API calls and the outcome per route, and its history.
@@ -570,7 +555,7 @@ def events_show(ctx: click.Context, event_id: str, as_json: bool) -> None:
 
 @events.command("replay")
 @click.argument("event_ids", nargs=-1, required=True)
-@_json_option
+@json_option
 @click.pass_context
 def events_replay(ctx: click.Context, event_ids: tuple[str, ...], as_json: bool) -> None:
     """Run finished events again (done, ignored, failed or discarded).
@@ -627,7 +612,7 @@ def failed_list(
 
 @failed.command("show")
 @click.argument("event_id")
-@_json_option
+@json_option
 @click.pass_context
 def failed_show(ctx: click.Context, event_id: str, as_json: bool) -> None:
     """A failed event in full: reason, tries, API calls, the last API exchange (keys redacted).
@@ -645,7 +630,7 @@ def failed_show(ctx: click.Context, event_id: str, as_json: bool) -> None:
 @click.option("--action", help="Every failed event of this action.")
 @click.option("--since", **WHEN, help="Every failed event received since this time: 2026-01-31, 2h, 3d.")
 @click.option("--now", is_flag=True, help="An event waiting out a retry backoff: run its sync at once.")
-@_json_option
+@json_option
 @click.pass_context
 def failed_retry(
     ctx: click.Context,
@@ -676,11 +661,11 @@ def failed_retry(
     if event_ids:
         _requeue(ctx, event_ids, operate.RETRYABLE, as_json, now=now)
         return
-    settings, url = _settings_and_url(ctx)
+    settings, url = settings_and_url(ctx)
     by = operate.operator()
 
     async def work() -> list[operate.Requeue]:
-        async with _connected(settings, url) as (_, store):
+        async with connected(settings, url) as (_, store):
             chosen = await operate.list_events(
                 store, operate.EventFilter("failed", action=action, since=since), limit=None
             )
@@ -689,7 +674,7 @@ def failed_retry(
                     store, [event.id for event in chosen], by=by, progress=progress
                 )
 
-    results = _run(url, work())
+    results = run_or_fail(url, work())
     if not results and not as_json:
         click.echo("no failed events match: nothing re-enqueued")
         return
@@ -699,7 +684,7 @@ def failed_retry(
 @failed.command("discard")
 @click.argument("event_ids", nargs=-1, required=True)
 @click.option("--reason", required=True, help="Why it must not run again; kept with the event.")
-@_json_option
+@json_option
 @click.pass_context
 def failed_discard(ctx: click.Context, event_ids: tuple[str, ...], reason: str, as_json: bool) -> None:
     """Give up on failed events: they leave the failed store and `failed retry --all` for good.
@@ -713,192 +698,18 @@ def failed_discard(ctx: click.Context, event_ids: tuple[str, ...], reason: str, 
     """
     if not reason.strip():
         raise click.UsageError("--reason may not be empty: it is what the next operator reads")
-    settings, url = _settings_and_url(ctx)
+    settings, url = settings_and_url(ctx)
     by = operate.operator()
 
     async def work() -> list[operate.Discard]:
-        async with _connected(settings, url) as (_, store):
+        async with connected(settings, url) as (_, store):
             return await operate.discard_events(store, event_ids, by=by, reason=reason)
 
-    results = _run(url, work())
+    results = run_or_fail(url, work())
     if as_json:
-        _echo_json([asdict(result) for result in results])
+        echo_json([asdict(result) for result in results])
     else:
         for result in results:
             click.echo(f"{result.event_id}  {result.detail}")
     if not all(result.discarded for result in results):
         sys.exit(ATTENTION)
-
-
-_window = click.option(
-    "--window",
-    type=click.IntRange(min=1),
-    default=20,
-    show_default=True,
-    help="At most this many syncs unfinished at a time.",
-)
-_wait = click.option(
-    "--wait/--no-wait",
-    default=True,
-    show_default=True,
-    help="Wait for the syncs to finish (--no-wait: schedule them all and return).",
-)
-
-
-def _print_run(run: resync.SyncRun, what: str) -> None:
-    if not run.waited:
-        click.echo(
-            f"{len(run.event_ids)} sync(s) scheduled; follow them with `factsync events list --action {what}`"
-        )
-        return
-    outcome = ", ".join(f"{count} {name}" for name, count in sorted(run.outcomes.items())) or "nothing to do"
-    click.echo(f"{len(run.event_ids)} sync(s): {outcome}")
-    if run.outcomes.get("failed"):
-        click.echo(f"see `factsync failed list --action {what}`; `failed retry --action {what}` re-runs them")
-
-
-@click.command()
-@click.option("--route", "route_name", required=True, help="The route whose target to fill.")
-@click.option("--since", **WHEN, help="Only invoices modified since this time: 2026-01-31, 7d.")
-@_window
-@_wait
-@_json_option
-@click.pass_context
-def backfill(
-    ctx: click.Context,
-    route_name: str,
-    since: float | None,
-    window: int,
-    wait: bool,
-    as_json: bool,
-) -> None:
-    """Sync every invoice of a route's source (or those modified since a time) into its target.
-
-    For a new route, or after factsync was down longer than HostFact's forwarder spooled. Each invoice
-    becomes an event (action `backfill`) whose sync runs on the workers like a hook's, through the shared
-    API budget; drafts, credit invoices and (purchase) debtors without a creditor are skipped as the sync
-    would. Safe to run again: a sync changes only what differs. Exit status 3 when a sync failed.
-
-    \b
-    Examples:
-      factsync backfill --route sales
-      factsync backfill --route sales --since 2026-01-01 --window 50
-    """
-    settings, url = _settings_and_url(ctx, secrets=True)
-    route = _route(settings, route_name)
-    moment = datetime.fromtimestamp(since) if since is not None else None
-
-    async def work() -> resync.SyncRun:
-        async with _connected(settings, url) as (redis, _):
-            label = f"backfill {route.name}: " + ("synced" if wait else "scheduled")
-            with ProgressReport(label) as progress:
-                return await resync.backfill(
-                    settings,
-                    redis,
-                    route,
-                    since=moment,
-                    window=window,
-                    wait=wait,
-                    progress=progress,
-                    notice=_notice,
-                )
-
-    run = _run(url, work())
-    if as_json:
-        _echo_json(asdict(run))
-    else:
-        skipped = ", ".join(f"{count} {reason}" for reason, count in sorted(run.skipped.items()))
-        click.echo(
-            f"{run.listed} invoice(s) listed in {route.source}" + (f"; skipped {skipped}" if skipped else "")
-        )
-        _print_run(run, "backfill")
-    if run.outcomes.get("failed"):
-        sys.exit(ATTENTION)
-
-
-@click.command()
-@click.option("--route", "route_name", required=True, help="The route to audit.")
-@click.option("--since", **WHEN, help="Only invoices modified in the source since this time.")
-@click.option("--fix", is_flag=True, help="Sync each drifted invoice a sync can mend (as a backfill does).")
-@_window
-@_wait
-@_json_option
-@click.pass_context
-def audit(
-    ctx: click.Context,
-    route_name: str,
-    since: float | None,
-    fix: bool,
-    window: int,
-    wait: bool,
-    as_json: bool,
-) -> None:
-    """Compare a route's target with its source, invoice by invoice, and print the drift.
-
-    Compares status, number, amount, paid amount, date, term and lines of every invoice the route
-    mirrors with its mirror (found by the id map, else by its [factsync:SOURCE:ID] marker). Read only,
-    two API reads per invoice through the shared budget. --fix then syncs the drifted invoices (events
-    with action `audit`). Exit status 3 when drift was found (and, with --fix, not all of it mended).
-
-    \b
-    Examples:
-      factsync audit --route sales
-      factsync audit --route sales --since 30d --fix
-    """
-    settings, url = _settings_and_url(ctx, secrets=True)
-    route = _route(settings, route_name)
-    moment = datetime.fromtimestamp(since) if since is not None else None
-
-    async def work() -> tuple[AuditReport, resync.SyncRun | None]:
-        async with _connected(settings, url) as (redis, _):
-            with ProgressReport(f"audit {route.name}: compared") as progress:
-                report = await resync.audit(settings, redis, route, since=moment, progress=progress)
-            run = None
-            if fix and any(drift.fixable for drift in report.drifts):
-                with ProgressReport(f"audit {route.name}: fixed") as progress:
-                    run = await resync.fix(
-                        settings,
-                        redis,
-                        route,
-                        report.drifts,
-                        window=window,
-                        wait=wait,
-                        progress=progress,
-                        notice=_notice,
-                    )
-            return report, run
-
-    report, run = _run(url, work())
-    if as_json:
-        _echo_json({**asdict(report), "fix": asdict(run) if run else None})
-    else:
-        _print_audit(report, route.name)
-        if run is not None:
-            _print_run(run, "audit")
-            click.echo(f"run `factsync audit --route {route.name}` again to confirm")
-    mended = run is not None and run.waited and not run.outcomes.get("failed")
-    if report.drifts and not (mended and all(drift.fixable for drift in report.drifts)):
-        sys.exit(ATTENTION)
-
-
-def _print_audit(report: AuditReport, route: str) -> None:
-    if report.drifts:
-        rows: list[list[str]] = []
-        for drift in report.drifts:
-            for number, difference in enumerate(drift.differences):
-                first = number == 0
-                rows.append(
-                    [
-                        drift.code if first else "",
-                        difference.field,
-                        difference.source,
-                        difference.target,
-                        ("yes" if drift.fixable else "no: needs a person") if first else "",
-                    ]
-                )
-        _table(["INVOICE", "DIFFERS", "SOURCE", "TARGET", "SYNC FIXES"], rows)
-    skipped = ", ".join(f"{count} {reason}" for reason, count in sorted(report.skipped.items()))
-    click.echo(
-        f"route {route}: {report.compared} invoice(s) compared, {len(report.drifts)} drifted"
-        + (f"; skipped {skipped}" if skipped else "")
-    )
