@@ -720,6 +720,13 @@ async def test_on_a_phone_an_operator_sees_the_ban_and_retries_all_matching(
     timed_out = await dashboard.failed_event("gave up after 10 tries: HTTP 503")
     refused = await dashboard.failed_event("the API refused: invoice show: no such invoice")
     await SharedRateLimit(dashboard.redis, {}).pause("wefact", 120)
+    waiting = await dashboard.hook("invoice_is_sent")
+    await dashboard.store.start(waiting, ["sales"])
+    attempt = {"at": time.time(), "route": "sales", "try": 1, "outcome": "retry", "ms": 41, "calls": []}
+    attempt |= {"note": "HTTP 503", "until": time.time() + 120}
+    await dashboard.store.record_attempt(waiting, attempt, waiting="retry backoff")
+    monkeypatch.setattr(dashboard_module, "PAGE_SIZE", 2)
+    newest_first = [waiting, refused, timed_out]
 
     async def fits(page: Any) -> None:
         overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
@@ -745,9 +752,26 @@ async def test_on_a_phone_an_operator_sees_the_ban_and_retries_all_matching(
                 await page.tap("#retry-all-matching")
             assert "Queued 1 event again." in await page.inner_text("#flash")
 
-            await page.goto(f"{dashboard.url}/dashboard/events?refresh=0")
+            # Two a page: the newest two, then the older ones; each row names its invoice.
+            await page.goto(f"{dashboard.url}/dashboard/events")
+            assert await page.locator("meta[http-equiv=refresh]").count() == 1
             await fits(page)
+            listed = await page.inner_text("main")
+            assert [e for e in newest_first if e in listed] == newest_first[:2]
+            assert await page.locator("td", has_text="F0001").count() >= 2
+            async with page.expect_navigation():
+                await page.tap("#older")
+            assert await page.locator("a", has_text=newest_first[2]).count() == 1
+            async with page.expect_navigation():
+                await page.tap("#refresh-off")
             assert await page.locator("meta[http-equiv=refresh]").count() == 0
+
+            # An event in a retry backoff says so, with each try.
+            await page.goto(f"{dashboard.url}/dashboard/events/{waiting}")
+            await fits(page)
+            assert await page.inner_text("#event-status") == "waiting"
+            assert "retry backoff, next try" in await page.inner_text("#event-waiting")
+            assert "HTTP 503" in await page.inner_text("#event-attempts")
         finally:
             await browser.close()
     again = await dashboard.store.get(timed_out)
