@@ -47,18 +47,36 @@ def test_the_commands_help_lines_are_their_own() -> None:
         assert first == line, f"{name}: COMMANDS says {line!r}, its docstring {first!r}"
 
 
+def test_a_misspelt_command_gets_a_did_you_mean() -> None:
+    result = CliRunner().invoke(main, ["statu"])
+    assert result.exit_code == 2
+    assert "No such command 'statu'. Did you mean 'status'?" in result.output
+    result = CliRunner().invoke(main, ["failed", "retyr"])
+    assert result.exit_code == 2 and "Did you mean 'retry'?" in result.output
+
+
 # What only the daemons, remap and the sandbox need: a probe or an operator's look must not import it.
 HEAVY = ("aiohttp", "tasks.client", "tasks.simulator", "worker.runtime")
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["check"], ["status"], ["failed", "list"]])
-def test_help_and_the_probes_import_nothing_they_do_not_use(argv: list[str], redis_url: str) -> None:
+@pytest.mark.parametrize(
+    ("argv", "unused"),
+    [
+        (["--help"], (*HEAVY, "pydantic", "redis", "structlog")),
+        (["check"], HEAVY),
+        (["status"], HEAVY),
+        (["failed", "list"], HEAVY),
+    ],
+)
+def test_help_and_the_probes_import_nothing_they_do_not_use(
+    argv: list[str], unused: tuple[str, ...], redis_url: str
+) -> None:
     probe = (
         "import sys\n"
         "from worker.cli.main import main\n"
         f"try: main({argv!r})\n"
         "except SystemExit: pass\n"
-        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)\n"
+        f"print(sorted(m for m in {unused!r} if m in sys.modules), file=sys.stderr)\n"
     )
     env = env_without_factsync() | {"FACTSYNC_REDIS_URL": redis_url}
     result = subprocess.run(

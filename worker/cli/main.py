@@ -6,11 +6,11 @@ client and the simulator; the commands live in modules by what they need (serve,
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from typing import Any
 
 import click
+
+from worker.cli.groups import LazyGroup
 
 # Each command: its module and the first line of its help, shown by `factsync --help` without importing it
 # (tests/test_cli.py holds each line to the command's own docstring).
@@ -54,31 +54,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Everything embedded: Redis, a simulated HostFact (source) and WeFact (target), listener and worker.",
     ),
 }
-
-
-class LazyGroup(click.Group):
-    """A click group whose commands are imported by name when run (click's documented lazy loading)."""
-
-    def __init__(self, *args: Any, commands: dict[str, tuple[str, str]], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.lazy = commands
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *self.lazy})
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in self.lazy:
-            return super().get_command(ctx, cmd_name)
-        module, _ = self.lazy[cmd_name]
-        command = getattr(importlib.import_module(module), cmd_name.replace("-", "_"))
-        assert isinstance(command, click.Command), f"{module}.{cmd_name} is not a click command"
-        return command
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, self.lazy[name][1]) for name in self.list_commands(ctx)]
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(rows)
 
 
 @click.group(

@@ -25,6 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from tasks.errors import ApiError, TransientError
 from worker import operate
 from worker.cli.context import load_settings_for
+from worker.cli.groups import SuggestingGroup
 from worker.config import Settings
 from worker.embedded_redis import running_redis_url
 from worker.heartbeat import STALE_AFTER
@@ -500,7 +501,7 @@ def _print_status(report: operate.StatusReport) -> None:
     )
 
 
-@click.group()
+@click.group(cls=SuggestingGroup)
 def events() -> None:
     """List and inspect events (every hook factsync accepted), and run them again.
 
@@ -571,7 +572,7 @@ def events_replay(ctx: click.Context, event_ids: tuple[str, ...], as_json: bool)
     _requeue(ctx, event_ids, operate.REPLAYABLE, as_json)
 
 
-@click.group()
+@click.group(cls=SuggestingGroup)
 def failed() -> None:
     """The failed store: events a sync could not complete, with the reason and the last API exchange.
 
