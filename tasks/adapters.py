@@ -24,6 +24,7 @@ from tasks.plan import (
     Finalise,
     MarkPaid,
     MarkUnpaid,
+    MirrorCreditNote,
     Pay,
     RemoveLines,
     Step,
@@ -326,6 +327,12 @@ class _ApiLedger:
         if isinstance(step, CreateMirror):
             return await self._create(source, marker)
         assert mirror is not None, f"{step} needs a mirror"
+        if isinstance(step, MirrorCreditNote):
+            # A credit invoice of its own (Status 8, the source's number, date and negated lines): neither API
+            # takes the link to the original (HostFact's CorrespondingInvoice is no API parameter). Its lines
+            # name the original where the source's do (HostFact's CREDIT_TEXT line).
+            made = await self._create(step.note.invoice, marker, status=8)
+            return Applied(mirror, note=made.mirror)
         if isinstance(step, EditHeader):
             return await self._edit(mirror, self._header(source))
         if isinstance(step, AddLines):
@@ -336,7 +343,8 @@ class _ApiLedger:
             )
         return await self._apply(step, source, mirror, marker)
 
-    async def _create(self, source: Invoice, marker: str) -> Applied:
+    async def _create(self, source: Invoice, marker: str, *, status: int | None = None) -> Applied:
+        """Make ``source`` in the target with ``marker``: as a mirror, or with ``status`` 8 a credit note."""
         raise NotImplementedError
 
     async def _apply(self, step: Step, source: Invoice, mirror: Invoice, marker: str) -> Applied:
@@ -430,8 +438,10 @@ class SalesLedger(_ApiLedger):
                 params["PayDate"] = step.pay_date
             if self.client.dialect == "wefact":
                 method = step.payment_method if step.payment_method in WEFACT_PAYMENT_METHODS else "wire"
-                params["PaymentMethod"] = method
+                params["PaymentMethod"] = "other" if step.credit is not None else method
             answer = await self.call("invoice", "partpayment", params, f"{mirror.id} {step.amount}")
+            if step.credit is not None:
+                return await self._note_credit(answer, step)
             return Applied(self.document(answer))
         if isinstance(step, MarkPaid):
             params = ident | ({"PayDate": step.pay_date} if step.pay_date else {})
@@ -447,14 +457,27 @@ class SalesLedger(_ApiLedger):
             return Applied(replace(mirror, status=Status.CANCELLED, amount_paid=ZERO), credit, fresh=False)
         raise TypeError(f"unknown step {step!r}")
 
-    async def _create(self, source: Invoice, marker: str) -> Applied:
+    async def _note_credit(self, answer: Mapping[str, Any], step: Pay) -> Applied:
+        """Say in the mirror's internal note (Comment) that a part payment is a credit invoice, not money: the
+        one place HostFact shows it (its partpayment ignores PaymentMethod). A person's note stays."""
+        assert step.credit is not None
+        row = answer.get("invoice")
+        comment = str(row.get("Comment") or "") if isinstance(row, Mapping) else ""
+        line = credit_payment_note(step.credit.invoice.code, step.amount)
+        if line in comment:
+            return Applied(self.document(answer))
+        mirror = self.document(answer)
+        text = f"{comment}\n{line}" if comment else line
+        return await self._edit(mirror, {"Comment": text})
+
+    async def _create(self, source: Invoice, marker: str, *, status: int | None = None) -> Applied:
         debtor = await self._debtor(source)
         params = {
             "DebtorCode": debtor,
             "InvoiceCode": source.code,
             **self._header(source),
             # A mirror is never sent to the debtor by the target: it starts as sent (2), or as a draft.
-            "Status": 0 if source.is_draft else 2,
+            "Status": status if status is not None else 0 if source.is_draft else 2,
             "ReferenceNumber": marker,
             **INERT_INVOICE,
             "InvoiceLines": [self._line_params(line) for line in source.lines],
@@ -588,9 +611,10 @@ class PurchaseLedger(_ApiLedger):
         # (creditinvoice::edit); an edit of the purchase invoice recomputes both.
         return await self._edit(mirror, {})
 
-    async def _create(self, source: Invoice, marker: str) -> Applied:
-        params = self._document(source, marker) | {"Status": 0 if source.is_draft else 1}
-        return await self._add(params, source, marker)
+    async def _create(self, source: Invoice, marker: str, *, status: int | None = None) -> Applied:
+        if status is None:
+            status = 0 if source.is_draft else 1
+        return await self._add(self._document(source, marker) | {"Status": status}, source, marker)
 
     async def _apply(self, step: Step, source: Invoice, mirror: Invoice, marker: str) -> Applied:
         ident = {"Identifier": mirror.id}
@@ -645,6 +669,12 @@ class PurchaseLedger(_ApiLedger):
             return Applied(cancelled.mirror, credit)
         # WeFact purchase invoices have no cancelled status: the credit invoice offsets the original.
         return Applied(replace(mirror, status=Status.CANCELLED), credit, fresh=False)
+
+
+def credit_payment_note(code: str, amount: Decimal) -> str:
+    """The line a mirror's internal note gets for a partial credit booked as a part payment (in Dutch, as the
+    administration reads it)."""
+    return f"factsync: deelbetaling {amount} is creditfactuur {code}, geen ontvangen betaling"
 
 
 def _one_of(line: Line) -> Line:

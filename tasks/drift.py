@@ -58,6 +58,26 @@ def compare(
     return found
 
 
+def compare_credit_notes(source: Invoice, note: Invoice) -> list[Difference]:
+    """How a credit note in the target differs from the source's credit invoice it mirrors: status, number,
+    date, total and lines (its term and paid amount are each target's own: HostFact's purchase add ignores
+    Term, WeFact shows a credit invoice as paid)."""
+    found: list[Difference] = []
+    if note.status is not Status.CREDIT:
+        found.append(Difference("status", Status.CREDIT.value, note.status.value))
+    if note.code != source.code:
+        found.append(Difference("number", source.code, note.code))
+    if note.date != source.date:
+        found.append(Difference("date", source.date, note.date))
+    if note.amount_incl != source.amount_incl:
+        found.append(Difference("amount", str(source.amount_incl), str(note.amount_incl)))
+    missing = lines_to_add(source.lines, note.lines)
+    extra = lines_to_remove(source.lines, note.lines)
+    if missing or extra:
+        found.append(Difference("lines", _describe(missing), _describe(extra)))
+    return found
+
+
 def _describe(lines: list[Line]) -> str:
     if not lines:
         return "-"

@@ -90,6 +90,20 @@ class CreditRef(InvoiceRef):
     CreditInvoiceID: Id
 
 
+class CreditLink(InvoiceRef):
+    """What factsync's forwarder adds to invoice_is_created of a credit invoice, read in HostFact's own
+    process (the API shows neither): the invoice it credits, and that invoice's Status when the credit was
+    made."""
+
+    CorrespondingInvoice: Id | None = None
+    CorrespondingInvoiceStatus: Annotated[int, Field(ge=0, le=9, strict=True)] | None = None
+
+    @property
+    def document_id(self) -> int:
+        # A credit invoice is its original's story: the original's sync mirrors it.
+        return self.CorrespondingInvoice or self.id
+
+
 class InvoiceHook(InvoiceRef):
     """The keys every invoice hook carries: the invoice's id and number and its debtor's id."""
 
@@ -114,6 +128,10 @@ class InvoicePartlyPaidHook(InvoiceHook):
     AmountOpen: Amount
 
 
+class InvoiceCreatedHook(InvoiceHook, CreditLink):
+    """invoice_is_created; for a credit invoice, factsync's forwarder adds CorrespondingInvoice(Status)."""
+
+
 class InvoiceCreditedHook(InvoiceHook, CreditRef):
     """``id``/``InvoiceCode`` are the original invoice; ``CreditInvoice*`` the new Status 8 invoice."""
 
@@ -121,7 +139,7 @@ class InvoiceCreditedHook(InvoiceHook, CreditRef):
 
 
 HOOKS: dict[str, type[InvoiceHook]] = {
-    "invoice_is_created": InvoiceHook,
+    "invoice_is_created": InvoiceCreatedHook,
     "invoice_is_edited": InvoiceHook,
     "invoice_is_sent": InvoiceSentHook,
     "invoice_reminder_is_sent": InvoiceSentHook,
@@ -169,11 +187,20 @@ def read_hook(action: str, data: dict[str, Any]) -> HookReading | None:
         return HookReading(model.model_validate(data))
     except ValidationError as exc:
         problems = tuple(_describe(error) for error in exc.errors())
-    core = CreditRef if issubclass(model, CreditRef) else InvoiceRef
-    try:
-        return HookReading(core.model_validate(data), problems=problems)
-    except ValidationError as exc:
-        return HookReading(None, problems, unusable="; ".join(_describe(error) for error in exc.errors()))
+    # What the sync needs of this hook. A full credit's hook without its credit invoice goes to a person;
+    # a credit link that does not parse is noted, and the invoice is still synced.
+    cores: list[type[InvoiceRef]] = [InvoiceRef]
+    if issubclass(model, CreditRef):
+        cores = [CreditRef]
+    elif issubclass(model, CreditLink):
+        cores = [CreditLink, InvoiceRef]
+    unusable = ""
+    for core in cores:
+        try:
+            return HookReading(core.model_validate(data), problems=problems)
+        except ValidationError as exc:
+            unusable = "; ".join(_describe(error) for error in exc.errors())
+    return HookReading(None, problems, unusable=unusable)
 
 
 def credit_invoice_of(hook: InvoiceRef) -> int | None:

@@ -128,10 +128,32 @@ class Invoice:
     vat_calc_method: str = "excl"
     # The party's name and address as the invoice carries them (API field names), to create it elsewhere.
     party_details: Mapping[str, str] = field(default_factory=dict, compare=False)
+    # Partial credits (HostFact's back office): the source's credit invoices of this invoice; in a mirror,
+    # those of them the target holds.
+    credit_notes: tuple[CreditNote, ...] = field(default=(), compare=False)
 
     @property
     def is_draft(self) -> bool:
         return self.status is Status.DRAFT or self.code.startswith("[concept")
+
+
+@dataclass(frozen=True)
+class CreditNote:
+    """A partial credit of an invoice: the source's own credit invoice (Status 8, negated lines) for a part.
+
+    ``settles``: the source counted it as paid on the original (HostFact adds a partial credit's amount to the
+    original's AmountPaid when the original is sent or partly paid, invoice::createCreditInvoice).
+    ``booked``: in a mirror's notes, whether that amount was booked on the mirror of the original.
+    """
+
+    invoice: Invoice
+    settles: bool
+    booked: bool = False
+
+    @property
+    def amount(self) -> Decimal:
+        """What it credits, as a positive amount including VAT."""
+        return -self.invoice.amount_incl
 
 
 def lines_to_add(source: tuple[Line, ...], mirror: tuple[Line, ...]) -> list[Line]:

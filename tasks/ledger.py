@@ -18,6 +18,8 @@ class Applied:
 
     mirror: Invoice | None = None
     credit: Invoice | None = None
+    # The credit note a MirrorCreditNote step made.
+    note: Invoice | None = None
     # False when the state above is the adapter's prediction rather than the API's answer.
     fresh: bool = True
 
@@ -59,3 +61,8 @@ class IdMap(Protocol):
     async def put(self, kind: str, source_id: str, target_id: str) -> None: ...
 
     async def forget(self, kind: str, source_id: str) -> None: ...
+
+    async def add(self, kind: str, source_id: str, member: str) -> None:
+        """Remember ``member`` in the set of ``kind`` for ``source_id`` (links one source id has many of)."""
+
+    async def members(self, kind: str, source_id: str) -> set[str]: ...

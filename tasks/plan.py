@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
-from tasks.invoice import SETTLED, ZERO, Invoice, Line, Status, lines_to_add, lines_to_remove
+from tasks.invoice import SETTLED, ZERO, CreditNote, Invoice, Line, Status, lines_to_add, lines_to_remove
 
 
 @dataclass(frozen=True)
@@ -42,11 +42,24 @@ class RemoveLines:
 
 @dataclass(frozen=True)
 class Pay:
-    """Book ``amount`` (negative: a correction) so the mirror's paid amount equals the source's."""
+    """Book ``amount`` (negative: a correction) so the mirror's paid amount equals the source's.
+
+    ``credit``: the partial credit this amount is, not money received. Neither HostFact's nor WeFact's API
+    can settle a credit invoice against an invoice, so it is booked as a part payment that names it.
+    """
 
     amount: Decimal
     pay_date: str
     payment_method: str
+    credit: CreditNote | None = None
+
+
+@dataclass(frozen=True)
+class MirrorCreditNote:
+    """Make the source's partial credit invoice in the target: a credit note of its own, with the source's
+    number, date and negated lines, beside the mirror of its original."""
+
+    note: CreditNote
 
 
 @dataclass(frozen=True)
@@ -70,7 +83,18 @@ class Credit:
     source_credit: Invoice | None = None
 
 
-Step = CreateMirror | Finalise | EditHeader | AddLines | RemoveLines | Pay | MarkPaid | MarkUnpaid | Credit
+Step = (
+    CreateMirror
+    | Finalise
+    | EditHeader
+    | AddLines
+    | RemoveLines
+    | Pay
+    | MarkPaid
+    | MarkUnpaid
+    | Credit
+    | MirrorCreditNote
+)
 
 
 def next_step(source: Invoice, mirror: Invoice | None, *, paid_keeps_amount: bool = True) -> Step | None:
@@ -81,6 +105,12 @@ def next_step(source: Invoice, mirror: Invoice | None, *, paid_keeps_amount: boo
     """
     if mirror is None:
         return CreateMirror()
+    # A credit note of the original is the target's as soon as the original's mirror is, whatever became of
+    # the original since (a full credit after a partial one).
+    held = {note.invoice.id for note in mirror.credit_notes}
+    for note in source.credit_notes:
+        if note.invoice.id not in held:
+            return MirrorCreditNote(note)
     if mirror.status in SETTLED:
         return None
     # A draft mirror is made final first: the source is no longer a draft, and a draft cannot be credited.
@@ -110,12 +140,22 @@ def _payment_step(source: Invoice, mirror: Invoice, paid_keeps_amount: bool) -> 
                 return MarkUnpaid()  # paid, but with other payments: reopen and book them again
             return None
         if difference and paid_keeps_amount:
-            return Pay(difference, source.pay_date, source.payment_method)
+            return _credit_first(mirror, difference) or Pay(
+                difference, source.pay_date, source.payment_method
+            )
         return MarkPaid(source.pay_date)
     if mirror.status is Status.PAID:
         return MarkUnpaid()
     if difference:
-        return Pay(difference, source.pay_date, source.payment_method)
+        return _credit_first(mirror, difference) or Pay(difference, source.pay_date, source.payment_method)
+    return None
+
+
+def _credit_first(mirror: Invoice, difference: Decimal) -> Pay | None:
+    """The part of ``difference`` that is a partial credit the mirror has not booked yet, booked as such."""
+    for note in mirror.credit_notes:
+        if note.settles and not note.booked and ZERO < note.amount <= difference:
+            return Pay(note.amount, note.invoice.date, "", credit=note)
     return None
 
 
@@ -124,7 +164,17 @@ def predict(step: Step, source: Invoice, mirror: Invoice | None) -> Invoice:
     whose answer does not carry the document (``markaspaid``)."""
     if isinstance(step, CreateMirror) or mirror is None:
         status = Status.DRAFT if source.is_draft else Status.OPEN
-        return replace(source, id="(new)", status=status, amount_paid=ZERO, pay_date="", payment_method="")
+        return replace(
+            source,
+            id="(new)",
+            status=status,
+            amount_paid=ZERO,
+            pay_date="",
+            payment_method="",
+            credit_notes=(),
+        )
+    if isinstance(step, MirrorCreditNote):
+        return replace(mirror, credit_notes=(*mirror.credit_notes, replace(step.note, booked=False)))
     if isinstance(step, Finalise):
         return replace(mirror, status=Status.OPEN, code=source.code)
     if isinstance(step, EditHeader):
@@ -148,9 +198,20 @@ def predict(step: Step, source: Invoice, mirror: Invoice | None) -> Invoice:
             status = Status.OPEN
         else:
             status = Status.PARTLY_PAID
-        return replace(mirror, amount_paid=paid, status=status, pay_date=step.pay_date)
+        return booked(replace(mirror, amount_paid=paid, status=status, pay_date=step.pay_date), step.credit)
     if isinstance(step, MarkPaid):
         return replace(mirror, status=Status.PAID, pay_date=step.pay_date)
     if isinstance(step, MarkUnpaid):
         return replace(mirror, status=Status.OPEN, amount_paid=ZERO, pay_date="")
     return replace(mirror, status=Status.CANCELLED, amount_paid=ZERO)
+
+
+def booked(mirror: Invoice, credit: CreditNote | None) -> Invoice:
+    """``mirror`` with ``credit`` (if any) noted as booked on it."""
+    if credit is None:
+        return mirror
+    notes = tuple(
+        replace(note, booked=True) if note.invoice.id == credit.invoice.id else note
+        for note in mirror.credit_notes
+    )
+    return replace(mirror, credit_notes=notes)

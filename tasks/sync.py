@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from tasks import credits
 from tasks.adapters import ledger_for, read_sales_invoice
 from tasks.client import ApiClient
-from tasks.drift import compare, describe
+from tasks.drift import compare, compare_credit_notes, describe
 from tasks.errors import PermanentError
-from tasks.invoice import Invoice, Status, marker
+from tasks.invoice import CreditNote, Invoice, Status, marker
 from tasks.ledger import IdMap, Ledger
 from tasks.model import Route
 from tasks.plan import (
@@ -26,14 +27,17 @@ from tasks.plan import (
     EditHeader,
     Finalise,
     MarkUnpaid,
+    MirrorCreditNote,
     Pay,
     RemoveLines,
     Step,
+    booked,
     next_step,
     predict,
 )
 
-# More steps than converging any invoice takes (create, header, lines, unpay, pay, mark paid, ...).
+# More steps than converging any invoice takes (create, header, lines, unpay, pay, mark paid, ...), before
+# its partial credits (two steps each: the credit note, and its amount booked).
 MAX_STEPS = 12
 
 # A step the target took as asked is never followed at once by one of these: when it is, the target did not
@@ -68,7 +72,11 @@ def not_mirrored(route: Route, invoice: Invoice) -> str | None:
 
 _SKIPPED: dict[str, Callable[[Route, Invoice], str]] = {
     "draft": lambda route, invoice: "a draft; it is mirrored once it has a number",
-    "credit invoice": lambda route, invoice: "a credit invoice; it is mirrored when its original is credited",
+    "credit invoice": lambda route, invoice: (
+        "a credit invoice whose original factsync does not know; a full credit is mirrored with its "
+        "original, a partial one when its invoice_is_created hook names the original (factsync's "
+        "hooks.php adds it)"
+    ),
     "debtor without a creditor": lambda route, invoice: (
         f"debtor {invoice.party} has no creditor in route {route.name}"
     ),
@@ -100,12 +108,24 @@ async def sync_invoice(
     calls = [] if calls is None else calls
     calls.append(f"{source.name}: invoice.show {invoice_id}")
     wanted = await read_sales_invoice(source, invoice_id)
+    if wanted.status is Status.CREDIT:
+        original = await credits.original_of(ids, wanted.id)
+        if original is not None:
+            # A partial credit is its original's story: the original's sync mirrors the credit note.
+            calls.append(f"{source.name}: invoice.show {original} (credited by {wanted.code})")
+            wanted = await read_sales_invoice(source, original)
 
     skip = not_mirrored(route, wanted)
     if skip is not None:
         return SyncResult("ignored", f"{wanted.code}: {_SKIPPED[skip](route, wanted)}", calls)
     ledger = ledger_for(route, target, ids, calls, wanted.party)
-    sync = _Convergence(route, ledger.represent(wanted), ledger, ids, source, calls)
+    notes: list[CreditNote] = []
+    for credit_id, settles in await credits.partial_credits(ids, wanted.id):
+        calls.append(f"{source.name}: invoice.show {credit_id} (a partial credit of {wanted.code})")
+        note = ledger.represent(await read_sales_invoice(source, credit_id))
+        notes.append(CreditNote(note, settles))
+    wanted = replace(ledger.represent(wanted), credit_notes=tuple(notes))
+    sync = _Convergence(route, wanted, ledger, ids, source, calls)
     return await sync.run()
 
 
@@ -126,18 +146,21 @@ class _Convergence:
 
     async def run(self) -> SyncResult:
         mirror, credit = await self._locate()
+        if mirror is not None:
+            mirror = replace(mirror, credit_notes=await self._held_notes())
         if not self.route.dry_run:
             await self._check_held(mirror)
         fresh = True
         taken: list[str] = []
         refused: Step | None = None
-        for _ in range(MAX_STEPS):
+        limit = MAX_STEPS + 2 * len(self.wanted.credit_notes)
+        for _ in range(limit):
             step = next_step(self.wanted, mirror, paid_keeps_amount=self.ledger.paid_keeps_amount)
             if step is None:
                 break
             if isinstance(step, Pay) and not fresh and mirror is not None and not self.route.dry_run:
                 # A payment's amount is computed from the mirror as the API says it is, never as predicted.
-                mirror, fresh = await self.ledger.read(mirror.id), True
+                mirror, fresh = self._dressed(await self.ledger.read(mirror.id), mirror), True
                 continue
             if isinstance(step, Credit):
                 step = Credit(await self._source_credit())
@@ -146,27 +169,82 @@ class _Convergence:
                 mirror, fresh = predict(step, self.wanted, mirror), False
                 continue
             try:
-                applied = await self.ledger.apply(step, self.wanted, mirror, self.marker)
+                applied = await self.ledger.apply(step, self.wanted, mirror, self._marker_for(step))
             except PermanentError:
                 # The target refused ("The invoice is already paid"): its state is not what was read.
                 # Read it again and decide; refusing the same step twice is a real failure.
                 if step == refused or mirror is None:
                     raise
                 refused = step
-                mirror, fresh = await self.ledger.read(mirror.id), True
+                mirror, fresh = self._dressed(await self.ledger.read(mirror.id), mirror), True
                 continue
             taken.append(_describe(step))
             if isinstance(step, CreateMirror) and applied.mirror is not None:
                 await self.ids.put("invoice", self.wanted.id, applied.mirror.id)
+            before = mirror
             mirror, fresh = applied.mirror or mirror, applied.fresh
+            if before is not None and mirror is not None:
+                mirror = self._dressed(mirror, before)
+            if isinstance(step, MirrorCreditNote):
+                mirror = await self._note_made(step.note, applied.note, mirror)
+            if isinstance(step, Pay) and step.credit is not None and mirror is not None:
+                await credits.note_booked(self.ids, self.wanted.id, step.credit.invoice.id)
+                mirror = booked(mirror, step.credit)
             if fresh:
                 await self._check_taken(step, mirror)
             credit = applied.credit or credit
         else:
-            raise PermanentError(f"{self.wanted.code} did not converge in {MAX_STEPS} steps: {taken}")
+            raise PermanentError(f"{self.wanted.code} did not converge in {limit} steps: {taken}")
         if self.wanted.status is Status.CANCELLED and not self.route.dry_run:
             await self._map_credit(credit)
         return self._result(mirror, taken)
+
+    def _marker_for(self, step: Step) -> str:
+        if isinstance(step, MirrorCreditNote):
+            return marker(self.route.source, step.note.invoice.id)
+        return self.marker
+
+    @staticmethod
+    def _dressed(mirror: Invoice, before: Invoice) -> Invoice:
+        """A mirror as the API answered it, with what the API does not say: its partial credits held."""
+        return replace(mirror, credit_notes=before.credit_notes)
+
+    async def _held_notes(self) -> tuple[CreditNote, ...]:
+        """The source's partial credits of this invoice that the target holds as credit notes."""
+        if not self.wanted.credit_notes:
+            return ()
+        done = await credits.booked(self.ids, self.wanted.id)
+        held: list[CreditNote] = []
+        for note in self.wanted.credit_notes:
+            source_id = note.invoice.id
+            mark = marker(self.route.source, source_id)
+            found, credit = await self.ledger.locate(await self.ids.get("invoice", source_id), mark)
+            document = found if found is not None and found.status is Status.CREDIT else credit
+            if document is None:
+                continue
+            await self.ids.put("invoice", source_id, document.id)
+            held.append(replace(note, booked=source_id in done))
+        return tuple(held)
+
+    async def _note_made(
+        self, note: CreditNote, made: Invoice | None, mirror: Invoice | None
+    ) -> Invoice | None:
+        """Map the credit note the target made to the source's, and fail when it is not what was sent."""
+        if made is None:
+            raise PermanentError(
+                f"{self.ledger.name} answered no document for credit note {note.invoice.code}"
+            )
+        await self.ids.put("invoice", note.invoice.id, made.id)
+        differences = compare_credit_notes(note.invoice, made)
+        if differences:
+            raise PermanentError(
+                f"{self.ledger.name} did not make credit note {note.invoice.code} as sent (id {made.id}): "
+                f"{describe(differences)}"
+            )
+        self.notes.append(f"credit note {note.invoice.code} mirrored as {made.code}")
+        if mirror is None:
+            return None
+        return replace(mirror, credit_notes=(*mirror.credit_notes, replace(note, booked=False)))
 
     async def _locate(self) -> tuple[Invoice | None, Invoice | None]:
         """The mirror by the remembered id, else by its marker (the id was lost or never stored)."""
@@ -186,6 +264,9 @@ class _Convergence:
         mirror or the target's rules, or the source moves on)."""
         after = next_step(self.wanted, mirror, paid_keeps_amount=self.ledger.paid_keeps_amount)
         if after is None or not isinstance(after, _NOT_AFTER.get(type(step), ())):
+            return
+        if isinstance(step, Pay) and isinstance(after, Pay) and _credit_id(step) != _credit_id(after):
+            # A partial credit's amount, then another's or the money paid beside it: each its own booking.
             return
         differences = compare(self.wanted, mirror, paid_keeps_amount=self.ledger.paid_keeps_amount)
         reason = (
@@ -213,7 +294,7 @@ class _Convergence:
         if self._source_credit_read:
             return self._source_credit_cache
         self._source_credit_read = True
-        credit_id = await self.ids.get("credited_by", self.wanted.id)
+        credit_id = await self.ids.get(credits.CREDITED_BY, self.wanted.id)
         if credit_id:
             self.calls.append(f"{self.source.name}: invoice.show {credit_id}")
             self._source_credit_cache = await read_sales_invoice(self.source, credit_id)
@@ -255,6 +336,10 @@ class _Convergence:
         return SyncResult("done", f"{code} → {where} ({state}): {did}{notes}", self.calls)
 
 
+def _credit_id(step: Pay) -> str:
+    return step.credit.invoice.id if step.credit is not None else ""
+
+
 def _fingerprint(source: Invoice, mirror: Invoice | None) -> str:
     """What source and mirror are, as far as a sync writes it: header, status, amounts and lines."""
 
@@ -279,8 +364,13 @@ def _fingerprint(source: Invoice, mirror: Invoice | None) -> str:
 def _describe(step: Step) -> str:
     name = type(step).__name__
     fields: dict[str, Any] = {
-        key: value for key, value in vars(step).items() if key not in ("lines", "source_credit") and value
+        key: value
+        for key, value in vars(step).items()
+        if key not in ("lines", "source_credit", "credit", "note") and value
     }
+    for key in ("credit", "note"):
+        if getattr(step, key, None) is not None:
+            fields[key] = getattr(step, key).invoice.code
     if hasattr(step, "lines"):
         fields["lines"] = len(step.lines)
     args = ", ".join(f"{key}={value}" for key, value in fields.items())

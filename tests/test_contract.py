@@ -70,6 +70,12 @@ class NoIds:
     async def forget(self, kind: str, source_id: str) -> None:
         return None
 
+    async def add(self, kind: str, source_id: str, member: str) -> None:
+        return None
+
+    async def members(self, kind: str, source_id: str) -> set[str]:
+        return set()
+
 
 def client_for(canned: Canned, dialect: Dialect) -> ApiClient:
     return ApiClient(Administration(name="t", dialect=dialect, api_url=canned.url, api_key="k" * 32))

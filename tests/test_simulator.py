@@ -941,8 +941,19 @@ async def test_hooks_fired_signed_with_exact_keys(session: aiohttp.ClientSession
         ("invoice_is_paid", ref),
         ("invoice_is_unpaid", ref),
         ("invoice_is_paid", ref),
-        ("invoice_is_created", {"id": 2, "Debtor": 1, "InvoiceCode": "F0002"}),
         ("invoice_is_credited", ref | {"CreditInvoiceID": 2, "CreditInvoiceCode": "F0002"}),
+        # A credit invoice's invoice_is_created, as factsync's hooks.php sends it: at the request's end, with
+        # the original and the original's Status (9: a full credit) that HostFact's API does not show.
+        (
+            "invoice_is_created",
+            {
+                "id": 2,
+                "Debtor": 1,
+                "InvoiceCode": "F0002",
+                "CorrespondingInvoice": 1,
+                "CorrespondingInvoiceStatus": 9,
+            },
+        ),
         ("debtor_is_created", {"id": 3, "DebtorCode": "DB0003"}),
     ]
     assert [(p["action"], p["data"]) for p in receiver.payloads] == expected

@@ -24,3 +24,10 @@ class RedisIdMap:
 
     async def forget(self, kind: str, source_id: str) -> None:
         await done(self.redis.delete(keys.mapping(self.route, kind, source_id)))
+
+    async def add(self, kind: str, source_id: str, member: str) -> None:
+        await done(self.redis.sadd(keys.mapping(self.route, kind, source_id), member))
+
+    async def members(self, kind: str, source_id: str) -> set[str]:
+        found = await done(self.redis.smembers(keys.mapping(self.route, kind, source_id)))
+        return {text(member) for member in found}

@@ -20,9 +20,10 @@ from arq import Retry
 from arq.connections import RedisSettings
 from arq.worker import func
 
+from tasks import credits
 from tasks.client import ApiClient, api_session
 from tasks.errors import ApiError, BannedError, RateLimited, TransientError
-from tasks.hooks import credit_invoice_of, read_hook
+from tasks.hooks import read_hook
 from tasks.sync import SyncResult, sync_invoice
 from worker import keys
 from worker.config import Settings
@@ -146,10 +147,8 @@ async def _fan_out(ctx: dict[str, Any], event_id: str) -> tuple[str, str]:
         return "ignored", "ignored: no route"
     await store.start(event_id, [route.name for route in routes])
     for route in routes:
-        credit = credit_invoice_of(hook)
-        if credit is not None:
-            # The one link between an original and its credit invoice that HostFact's API does not show.
-            await RedisIdMap(ctx["redis"], route.name).put("credited_by", str(hook.id), str(credit))
+        # The links between an original and its credit invoices that HostFact's API does not show.
+        await credits.remember(RedisIdMap(ctx["redis"], route.name), hook)
         await documents.schedule(route.name, str(hook.document_id), event_id)
     return "fanned_out", f"fanned out to {len(routes)} route(s)"
 

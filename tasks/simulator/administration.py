@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tasks.protocol import Dialect
+from tasks.simulator import invoices
 from tasks.simulator.calls import CallRecord
 from tasks.simulator.dispatch import ACTIONS
 from tasks.simulator.envelope import ApiFailure, Outcome, Record
@@ -119,6 +120,38 @@ class SimAdministration:
         outcome = self.execute(controller, "add", fields)
         assert outcome.record is not None
         return outcome.record
+
+    # -- the back office: what a person does in HostFact's screens, firing the hooks HostFact fires ---
+
+    async def credit_partly(self, identifier: int, numbers: Mapping[int, Any]) -> Record:
+        """Credit part of an invoice as HostFact's back office does (invoice::createCreditInvoice, "partly"):
+        ``numbers`` maps the original's line Identifiers to the number of each to credit. Fires the hooks
+        HostFact fires; returns the new credit invoice."""
+        if self.dialect != "hostfact":
+            raise ValueError("partial credits are HostFact's back-office action")
+        outcome = invoices.credit_partly(self.store, identifier, numbers)
+        await self.fire(outcome)
+        assert outcome.record is not None
+        return outcome.record
+
+    async def fire(self, outcome: Outcome) -> None:
+        """Send the hooks ``outcome`` fired (HostFact only, and only those factsync's hooks.php forwards)."""
+        forwarded = self.forwarded_hooks
+        hooks = [hook for hook in outcome.hooks if forwarded is None or hook[0] in forwarded]
+        if self.dialect != "hostfact" or not hooks:
+            return
+        deliveries = self.hooks.record(hooks)
+        if self.hooks.mode == "background":
+            self.hooks.deliver_later(deliveries)
+            return
+        # Inline, like HostFact: hooks run inside the request, before the answer, the new row uncommitted.
+        if outcome.uncommitted is not None:
+            self.store.hidden.add(outcome.uncommitted)
+        try:
+            await self.hooks.deliver(deliveries)
+        finally:
+            if outcome.uncommitted is not None:
+                self.store.hidden.discard(outcome.uncommitted)
 
     # -- reading the state -----------------------------------------------------------------------------------
 

@@ -22,7 +22,6 @@ from tasks.simulator.envelope import (
     UNROUTED,
     ApiFailure,
     EmptyAnswer,
-    Outcome,
     dumps,
     error_body,
     success_body,
@@ -202,30 +201,11 @@ async def _run(
             outcome.warning = translate_all(outcome.warning, language, admin.dialect)
         call.applied = outcome.changed
         body = success_body(controller, action, outcome)
-        await _fire_hooks(admin, outcome)
+        await admin.fire(outcome)
         return body
     finally:
         if locked:
             lock.release()
-
-
-async def _fire_hooks(admin: SimAdministration, outcome: Outcome) -> None:
-    forwarded = admin.forwarded_hooks
-    hooks = [hook for hook in outcome.hooks if forwarded is None or hook[0] in forwarded]
-    if admin.dialect != "hostfact" or not hooks:
-        return
-    deliveries = admin.hooks.record(hooks)
-    if admin.hooks.mode == "background":
-        admin.hooks.deliver_later(deliveries)
-        return
-    # Inline, like HostFact: hooks run inside the request, before the answer, the new row still uncommitted.
-    if outcome.uncommitted is not None:
-        admin.store.hidden.add(outcome.uncommitted)
-    try:
-        await admin.hooks.deliver(deliveries)
-    finally:
-        if outcome.uncommitted is not None:
-            admin.store.hidden.discard(outcome.uncommitted)
 
 
 def _language(request: web.Request, admin: SimAdministration) -> Language:

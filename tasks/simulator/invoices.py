@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -407,10 +408,85 @@ def markasunpaid(store: Store, params: Params) -> Outcome:
 def credit(store: Store, params: Params) -> Outcome:
     original = find_invoice(store, params)
     code = original["InvoiceCode"]
+    _check_creditable(original)
+    credit_invoice = _credit_invoice(store, original, original["InvoiceLines"])
+    original.update({"Status": 9, "AmountPaid": ZERO, "Modified": store.now()})
+    credited = hook_ref(original) | {
+        "CreditInvoiceID": credit_invoice["Identifier"],
+        "CreditInvoiceCode": credit_invoice["InvoiceCode"],
+    }
+    return Outcome(
+        key="invoice",
+        payload=_show(store, credit_invoice),
+        # invoice_api_controller::credit_api_action: the original's message first.
+        success=[
+            f"Invoice {code} is credited and set on status 'cancelled'",
+            f"Invoice {credit_invoice['InvoiceCode']} has been created successfully",
+        ],
+        # invoice::createCreditInvoice cancels the original before it adds the credit invoice, so the
+        # forwarder reads Status 9 for it: a full credit.
+        hooks=[("invoice_is_credited", credited), _created_credit(credit_invoice, 9)],
+        record=credit_invoice,
+        changed=True,
+    )
+
+
+def credit_partly(store: Store, identifier: int, numbers: Mapping[int, Decimal | int | str]) -> Outcome:
+    """HostFact's back office "partly credit" (invoice::createCreditInvoice with credit_type "partly"): a
+    credit invoice of the chosen lines (line Identifier -> the number to credit), the original kept.
+
+    The original, when sent or partly paid, gets the credit added to its AmountPaid: Status 3, or Status 4
+    with today's PayDate and invoice_is_paid when the credit covers what was open. Choosing every line with
+    its whole number is a full credit.
+    """
+    original = store.invoices.get(identifier)
+    if original is None:
+        raise ApiFailure(INVALID_IDENTIFIER)
+    _check_creditable(original)
+    by_id = {line["Identifier"]: line for line in original["InvoiceLines"]}
+    unknown = sorted(set(numbers) - set(by_id))
+    if unknown:
+        raise ApiFailure(f"Unknown invoice line(s) {unknown} on {original['InvoiceCode']}")
+    chosen: dict[int, Decimal] = {}
+    for line_id, number in numbers.items():
+        value = to_decimal(number)
+        if value is None:
+            raise ApiFailure(f"Invalid number {number!r} for invoice line {line_id}")
+        chosen[line_id] = value
+    if not chosen or sum(chosen.values()) == 0:
+        raise ApiFailure("For a credit invoice, at least 1 line must be selected")
+    if len(chosen) == len(by_id) and all(chosen[i] == by_id[i]["Number"] for i in chosen):
+        return credit(store, Params({"Identifier": identifier}))
+    lines = [by_id[line_id] | {"Number": number} for line_id, number in chosen.items()]
+    status_before = original["Status"]
+    open_before = original["AmountIncl"] - original["AmountPaid"]
+    credit_invoice = _credit_invoice(store, original, lines)
+    hooks: list[PendingHook] = []
+    if status_before in (2, 3):
+        credited = -credit_invoice["AmountIncl"]
+        original.update({"Status": 3, "AmountPaid": original["AmountPaid"] + credited})
+        if open_before == credited:
+            original.update({"Status": 4, "PayDate": store.today(), "SubStatus": ""})
+            hooks.append(("invoice_is_paid", hook_ref(original)))
+        original["Modified"] = store.now()
+    # The credit invoice's invoice_is_created fires inside invoice::add; factsync's forwarder reads the
+    # original's status then (before the change above) and sends the hook when HostFact's request ends.
+    hooks.append(_created_credit(credit_invoice, status_before))
+    return Outcome(key="invoice", payload=_show(store, credit_invoice), hooks=hooks, record=credit_invoice)
+
+
+def _check_creditable(original: Record) -> None:
+    code = original["InvoiceCode"]
     if original["Status"] == 9:
         raise ApiFailure(f"Failed to create a credit invoice for {code}. Invoice has status cancelled")
     if original["Status"] == 0 or is_draft_code(code):
         raise ApiFailure(f"It is not possible to credit draft invoice {code}")
+
+
+def _credit_invoice(store: Store, original: Record, lines: list[Record]) -> Record:
+    """invoice::createCreditInvoice's new invoice: the next number, today, Status 8, ``lines`` negated, and
+    the CREDIT_TEXT line."""
+    code = original["InvoiceCode"]
     today, now = store.today(), store.now()
     credit_invoice = copy.deepcopy(original)
     credit_invoice.update(
@@ -426,6 +502,7 @@ def credit(store: Store, params: Params) -> Outcome:
             "Summations": 0,
             "SummationDate": "",
             "PaymentMethod": "",
+            "PayDate": "",
             "Authorisation": "no",
             "TransactionID": "",
             "Created": now,
@@ -434,7 +511,7 @@ def credit(store: Store, params: Params) -> Outcome:
             "InvoiceLines": [],
         }
     )
-    for line in original["InvoiceLines"]:
+    for line in lines:
         negated = {k: v for k, v in line.items() if k != "Identifier"} | {"PriceExcl": -line["PriceExcl"]}
         credit_invoice["InvoiceLines"].append(new_line(store, "sales", negated, default_date=today))
     if store.credit_text and store.dialect == "hostfact":
@@ -444,24 +521,19 @@ def credit(store: Store, params: Params) -> Outcome:
             new_line(store, "sales", {"Description": text, "PriceExcl": ZERO}, default_date=today)
         )
     recompute(credit_invoice, "sales")
-    _insert(store, credit_invoice)
-    original.update({"Status": 9, "AmountPaid": ZERO, "Modified": now})
-    credited = hook_ref(original) | {
-        "CreditInvoiceID": credit_invoice["Identifier"],
-        "CreditInvoiceCode": credit_invoice["InvoiceCode"],
-    }
-    return Outcome(
-        key="invoice",
-        payload=_show(store, credit_invoice),
-        # invoice_api_controller::credit_api_action: the original's message first.
-        success=[
-            f"Invoice {code} is credited and set on status 'cancelled'",
-            f"Invoice {credit_invoice['InvoiceCode']} has been created successfully",
-        ],
-        hooks=[("invoice_is_created", hook_ref(credit_invoice)), ("invoice_is_credited", credited)],
-        record=credit_invoice,
-        changed=True,
-        uncommitted=credit_invoice["Identifier"],
+    return _insert(store, credit_invoice)
+
+
+def _created_credit(credit_invoice: Record, original_status: int) -> PendingHook:
+    """invoice_is_created of a credit invoice as factsync's forwarder sends it: with what HostFact's API does
+    not show, the original (CorrespondingInvoice) and the original's Status at that moment."""
+    return (
+        "invoice_is_created",
+        hook_ref(credit_invoice)
+        | {
+            "CorrespondingInvoice": credit_invoice["CorrespondingInvoice"],
+            "CorrespondingInvoiceStatus": original_status,
+        },
     )
 
 
