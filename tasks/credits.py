@@ -9,7 +9,8 @@ original's Status at that moment. The sync, backfill and audit read the links fr
 from __future__ import annotations
 
 from tasks.hooks import CreditLink, InvoiceRef, credit_invoice_of
-from tasks.ledger import IdMap
+from tasks.invoice import Invoice, Status, marker
+from tasks.ledger import IdMap, Ledger
 
 # original -> the credit invoice of its full credit
 CREDITED_BY = "credited_by"
@@ -65,6 +66,13 @@ async def booked(ids: IdMap, original_id: str) -> set[str]:
 
 async def note_booked(ids: IdMap, original_id: str, credit_id: str) -> None:
     await ids.add(BOOKED, original_id, credit_id)
+
+
+async def held_note(ledger: Ledger, ids: IdMap, source: str, credit_id: str) -> Invoice | None:
+    """The credit note the target holds for the source's credit invoice ``credit_id`` (of administration
+    ``source``): by its remembered id while that carries its marker, else by the marker."""
+    found, credit = await ledger.locate(await ids.get("invoice", credit_id), marker(source, credit_id))
+    return found if found is not None and found.status is Status.CREDIT else credit
 
 
 def _numeric(identifier: str) -> tuple[int, str]:

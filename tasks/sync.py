@@ -217,9 +217,7 @@ class _Convergence:
         held: list[CreditNote] = []
         for note in self.wanted.credit_notes:
             source_id = note.invoice.id
-            mark = marker(self.route.source, source_id)
-            found, credit = await self.ledger.locate(await self.ids.get("invoice", source_id), mark)
-            document = found if found is not None and found.status is Status.CREDIT else credit
+            document = await credits.held_note(self.ledger, self.ids, self.route.source, source_id)
             if document is None:
                 continue
             await self.ids.put("invoice", source_id, document.id)

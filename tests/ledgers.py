@@ -155,11 +155,18 @@ def mirror_problems(
             problems.append(f"{where} vs its mirror {describe(target, mirror)}: " + "; ".join(differences))
         problems += _debtor_problems(source, target, original, where)
         notes = credit_notes_of(target, source_name, original["Identifier"])
+        partial = partial_credits_of(source, original)
+        problems += _partial_credit_problems(target, source_name, partial, where)
+        for credit in partial:
+            held = credit_notes_of(target, source_name, credit["Identifier"])
+            expected_ids.update(note["Identifier"] for note in held)
         if original["Status"] == 9:
             source_notes = [
                 inv
                 for inv in source.invoices.values()
-                if is_credit_note(inv) and inv.get("CorrespondingInvoice") == original["Identifier"]
+                if is_credit_note(inv)
+                and inv.get("CorrespondingInvoice") == original["Identifier"]
+                and inv not in partial
             ]
             if len(notes) != 1:
                 problems.append(
@@ -201,6 +208,43 @@ def mirror_problems(
                 f"{describe(target, inv)} ReferenceNumber={inv.get('ReferenceNumber')!r}" for inv in extra
             )
         )
+    return problems
+
+
+def partial_credits_of(source: SimAdministration, original: Record) -> list[Record]:
+    """The source's partial credit invoices of ``original``: every credit invoice of it but a full credit's,
+    which is the last one made (nothing can be credited after it)."""
+    made = [
+        inv
+        for _, inv in sorted(source.invoices.items())
+        if is_credit_note(inv) and inv.get("CorrespondingInvoice") == original["Identifier"]
+    ]
+    return made[:-1] if original["Status"] == 9 else made
+
+
+def _partial_credit_problems(
+    target: SimAdministration, source_name: str, partial: list[Record], where: str
+) -> list[str]:
+    problems: list[str] = []
+    for credit in partial:
+        notes = credit_notes_of(target, source_name, credit["Identifier"])
+        if len(notes) != 1:
+            problems.append(
+                f"{where} has partial credit {credit['InvoiceCode']}: expected exactly 1 Status 8 credit "
+                f"note with its marker in {target.name}, found {[describe(target, n) for n in notes]}"
+            )
+            continue
+        note = notes[0]
+        if (note["InvoiceCode"], note["AmountIncl"], priced(note)) != (
+            credit["InvoiceCode"],
+            credit["AmountIncl"],
+            priced(credit),
+        ):
+            problems.append(
+                f"{where}: credit note {describe(target, note)} ({note['AmountIncl']}, {priced(note)}) is "
+                f"not the source's partial credit {credit['InvoiceCode']} "
+                f"({credit['AmountIncl']}, {priced(credit)})"
+            )
     return problems
 
 
@@ -348,6 +392,14 @@ def trace_payments(admin: SimAdministration) -> PaymentTrace:
         return outcome
 
     admin.execute = execute  # type: ignore[method-assign]
+    backoffice: Callable[..., Any] = admin.backoffice
+
+    def in_the_back_office(action: str, **params: Any) -> Any:
+        outcome = backoffice(action, **params)
+        trace._observe(f"backoffice.{action}")
+        return outcome
+
+    admin.backoffice = in_the_back_office  # type: ignore[method-assign]
     return trace
 
 
@@ -377,7 +429,10 @@ def payment_history_problems(
         where = f"{describe(source, original)} / mirror {describe(target, mirror)}"
         source_history = source_trace.history(original["Identifier"])
         target_history = target_trace.history(mirror["Identifier"])
-        bad = _first_unexplained(source_history, target_history)
+        # A partial credit's amount is booked apart from the money paid beside it, so the mirror may pass
+        # through a paid amount the source never showed; its end state is mirror_problems' business.
+        credited = bool(partial_credits_of(source, original))
+        bad = None if credited else _first_unexplained(source_history, target_history)
         if bad is not None:
             origin = source_history[0].at if source_history else bad.at
             problems.append(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from redis.asyncio import Redis
 
 from tasks.adapters import credit_payment_note
 from tests.stack import Stack, running_stack
+from tests.test_operate import cli, write_config
 
 # HostFact's seed invoice: 150 + 15 excl, 181.50 + 18.15 = 199.65 incl.
 LINES = [
@@ -238,3 +240,32 @@ async def test_hooks_delivered_twice_and_out_of_order_double_nothing(stack: Stac
     )
     assert_credit_booked_as_such(stack, invoice_id, first)
     assert_credit_booked_as_such(stack, invoice_id, second)
+
+
+@pytest.mark.parametrize("dialect", ["wefact", "hostfact"])
+async def test_audit_finds_a_missing_credit_note_and_fix_makes_it(
+    redis: Redis, redis_url: str, tmp_path: Path, dialect: str
+) -> None:
+    async with running_stack(redis_url, target_dialect=dialect) as stack:  # type: ignore[arg-type]
+        stack.hostfact.add_debtor(CompanyName="Company X")
+        invoice_id = await new_invoice(stack)
+        setup, _ = line_ids(stack, invoice_id)
+        credit = await stack.hostfact.credit_partly(invoice_id, {setup: 1})
+        all_done(await stack.settled())
+        (note,) = marked(stack, credit["Identifier"])
+        del stack.target.invoices[note["Identifier"]]  # deleted by hand in the target
+        config = write_config(stack, tmp_path)
+
+        found = await cli(config, "audit", "--route", "sales", "--json")
+        assert found.code == 3, found.err
+        (drift,) = found.json()["drifts"]
+        assert drift["code"] == "F0001" and drift["fixable"] is True
+        assert drift["differences"] == [{"field": "credit note", "source": "F0002", "target": "missing"}]
+
+        fixed = await cli(config, "audit", "--route", "sales", "--fix", "--json")
+        assert fixed.code == 0, fixed.out + fixed.err
+        assert fixed.json()["fix"]["outcomes"] == {"done": 1}
+        assert_credit_note(stack, credit)
+        assert_open_amounts_agree(stack, invoice_id)
+        clean = await cli(config, "audit", "--route", "sales")
+        assert clean.code == 0 and "1 invoice(s) compared, 0 drifted" in clean.out, clean.out

@@ -46,10 +46,12 @@ from redis.asyncio import Redis
 from tasks.client import ApiClient
 from tasks.errors import ApiError
 from tasks.simulator import SimAdministration, run_simulator
+from tasks.simulator.envelope import ApiFailure
 from tests.conftest import HOOK_SECRET, SOURCE_KEY, TARGET_KEY, sign
 from tests.ledgers import (
     PaymentTrace,
     mirror_problems,
+    partial_credits_of,
     payment_history_problems,
     trace_payments,
 )
@@ -128,6 +130,8 @@ KINDS = (
         "markaspaid",
         "markasunpaid",
         "credit",
+        "credit_partly",
+        "credit_partly",
     )
 )
 BY_KIND: dict[str, st.SearchStrategy[tuple[Any, ...]]] = {
@@ -141,6 +145,11 @@ BY_KIND: dict[str, st.SearchStrategy[tuple[Any, ...]]] = {
     "line": st.tuples(st.just("line"), which, invoice_lines),
     **{kind: st.tuples(st.just(kind), which) for kind in ("send", "remind", "markaspaid", "markasunpaid")},
     "credit": st.tuples(st.just("credit"), which),
+    # HostFact's back office credits this share of the invoice's first line (all of a one-line invoice: a
+    # full credit).
+    "credit_partly": st.tuples(
+        st.just("credit_partly"), which, st.sampled_from([Decimal("0.5"), Decimal(1)])
+    ),
 }
 operations = st.sampled_from(KINDS).flatmap(lambda kind: BY_KIND[kind])
 
@@ -397,6 +406,16 @@ async def apply(h: Harness, op: tuple[Any, ...], created: list[int], rng: random
     invoice = h.hostfact.invoice(identifier)
     label = f"{invoice['InvoiceCode']} (id {identifier}, Status {invoice['Status']})"
     call: tuple[str, str, dict[str, Any]]
+    if kind == "credit_partly":
+        first = invoice["InvoiceLines"][0]
+        numbers = {first["Identifier"]: first["Number"] * op[2]}
+        try:
+            credit = await h.hostfact.credit_partly(identifier, numbers)
+        except ApiFailure as exc:
+            h.log.append(f"credit partly {label} {numbers}: refused ({'; '.join(exc.errors)})")
+            return
+        h.log.append(f"credit partly {label} {numbers}: ok, {credit['InvoiceCode']} {credit['AmountIncl']}")
+        return
     if kind == "line":
         if invoice["Status"] not in (0, 1, 2, 3):
             # HostFact's API takes lines on a paid or credited invoice too, but no bookkeeper edits a
@@ -497,6 +516,8 @@ def _statistics(h: Harness) -> None:
     hypothesis.event(f"target writes whose answer was lost: {_bucket(len(lost))}")
     credited = sum(inv["Status"] == 8 for inv in h.wefact.invoices.values())
     hypothesis.event(f"credit invoices in the target: {_bucket(credited)}")
+    partial = sum(len(partial_credits_of(h.hostfact, inv)) for inv in h.hostfact.invoices.values())
+    hypothesis.event(f"partial credits in the source: {_bucket(partial)}")
 
 
 def _bucket(count: int) -> str:

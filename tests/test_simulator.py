@@ -988,6 +988,85 @@ async def test_hook_delivery_modes_and_failures(session: aiohttp.ClientSession) 
             assert logged["hooks"][0]["data"] == {"id": 1, "Debtor": 1, "InvoiceCode": "F0001"}
 
 
+async def test_credit_partly_like_hostfacts_back_office(session: aiohttp.ClientSession) -> None:
+    """invoice::createCreditInvoice with credit_type "partly": a credit invoice of the chosen lines and
+    numbers; a sent or partly paid original gets the credit as paid (Status 4 and invoice_is_paid once
+    covered); a paid one is left as it was; every line at its whole number is a full credit."""
+    async with serve_receiver() as receiver:
+        source = SimAdministration("source", "hostfact", HF_KEY, hooks_url=receiver.url, hook_secret=SECRET)
+        async with run_simulator([source]) as running:
+            hf = Api(session, running.api_url("source"), HF_KEY)
+            seed_company_x(source)
+            first = await sent_invoice(hf)  # 150 + 15 excl, 199.65 incl
+            setup, domain = (line["Identifier"] for line in source.invoice(1)["InvoiceLines"])
+            await hf.ok("invoice", "partpayment", Identifier=first["Identifier"], AmountPaid="100")
+            receiver.payloads.clear()
+
+            credit = await source.credit_partly(1, {domain: 1})
+            assert (credit["Status"], credit["InvoiceCode"], credit["CorrespondingInvoice"]) == (
+                8,
+                "F0002",
+                1,
+            )
+            assert [(line["Description"], line["PriceExcl"]) for line in credit["InvoiceLines"]] == [
+                ("Domain example.com", Decimal(-15)),
+                ("Corresponderende factuur: F0001", Decimal(0)),
+            ]
+            assert credit["AmountIncl"] == Decimal("-18.15")
+            original = source.invoice(1)
+            assert (original["Status"], original["AmountPaid"]) == (3, Decimal("118.15"))
+            assert receiver.payloads == [
+                {
+                    "action": "invoice_is_created",
+                    "data": {
+                        "id": 2,
+                        "Debtor": 1,
+                        "InvoiceCode": "F0002",
+                        "CorrespondingInvoice": 1,
+                        "CorrespondingInvoiceStatus": 3,
+                    },
+                }
+            ]
+
+            # Half the setup fee, 90.75 incl., more than the 81.50 open: overpaid, as HostFact leaves it.
+            await source.credit_partly(1, {setup: "0.5"})
+            assert (source.invoice(1)["Status"], source.invoice(1)["AmountPaid"]) == (3, Decimal("208.90"))
+
+            second = await sent_invoice(hf)
+            await hf.ok("invoice", "partpayment", Identifier=second["Identifier"], AmountPaid="181.50")
+            lines = [line["Identifier"] for line in source.invoice(int(second["Identifier"]))["InvoiceLines"]]
+            receiver.payloads.clear()
+            await source.credit_partly(int(second["Identifier"]), {lines[1]: 1})
+            covered = source.invoice(int(second["Identifier"]))
+            assert (covered["Status"], covered["AmountPaid"], covered["PayDate"]) == (
+                4,
+                Decimal("199.65"),
+                source.store.today(),
+            )
+            assert [p["action"] for p in receiver.payloads] == ["invoice_is_paid", "invoice_is_created"]
+
+            third = await sent_invoice(hf)
+            await hf.ok("invoice", "markaspaid", Identifier=third["Identifier"])
+            lines = [line["Identifier"] for line in source.invoice(int(third["Identifier"]))["InvoiceLines"]]
+            await source.credit_partly(int(third["Identifier"]), {lines[0]: 1})
+            paid = source.invoice(int(third["Identifier"]))
+            assert (paid["Status"], paid["AmountPaid"]) == (4, Decimal("0.00")), "a paid original is kept"
+
+            fourth = await sent_invoice(hf)
+            lines = [line["Identifier"] for line in source.invoice(int(fourth["Identifier"]))["InvoiceLines"]]
+            receiver.payloads.clear()
+            full = await source.credit_partly(int(fourth["Identifier"]), {lines[0]: 1, lines[1]: 1})
+            assert source.invoice(int(fourth["Identifier"]))["Status"] == 9
+            assert full["AmountIncl"] == Decimal("-199.65")
+            assert [p["action"] for p in receiver.payloads] == ["invoice_is_credited", "invoice_is_created"]
+            assert receiver.payloads[1]["data"]["CorrespondingInvoiceStatus"] == 9
+
+            with pytest.raises(ApiFailure):
+                await source.credit_partly(int(fourth["Identifier"]), {lines[0]: 1})  # cancelled
+            with pytest.raises(ApiFailure):
+                await source.credit_partly(1, {})
+
+
 async def test_inline_hooks_hold_hostfacts_api_lock(session: aiohttp.ClientSession) -> None:
     async with serve_receiver() as receiver:
         source = SimAdministration("source", "hostfact", HF_KEY, hooks_url=receiver.url, hook_secret=SECRET)

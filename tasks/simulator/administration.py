@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from tasks.protocol import Dialect
@@ -19,6 +19,8 @@ from tasks.simulator.ratelimit import Firewall
 from tasks.simulator.render import relation_show
 from tasks.simulator.store import Store
 
+# What a person does in HostFact's screens that the API cannot.
+BACKOFFICE: dict[str, Callable[..., Outcome]] = {"credit_partly": invoices.credit_partly}
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 DEFAULT_BAN_SECONDS = 600.0
 CONCURRENCY_WAIT = 5.0
@@ -129,10 +131,14 @@ class SimAdministration:
         HostFact fires; returns the new credit invoice."""
         if self.dialect != "hostfact":
             raise ValueError("partial credits are HostFact's back-office action")
-        outcome = invoices.credit_partly(self.store, identifier, numbers)
+        outcome = self.backoffice("credit_partly", identifier=identifier, numbers=numbers)
         await self.fire(outcome)
         assert outcome.record is not None
         return outcome.record
+
+    def backoffice(self, action: str, **params: Any) -> Outcome:
+        """Carry out one back-office action on the state, without hooks: what ``execute`` is to the API."""
+        return BACKOFFICE[action](self.store, **params)
 
     async def fire(self, outcome: Outcome) -> None:
         """Send the hooks ``outcome`` fired (HostFact only, and only those factsync's hooks.php forwards)."""
