@@ -1067,6 +1067,24 @@ async def test_credit_partly_like_hostfacts_back_office(session: aiohttp.ClientS
                 await source.credit_partly(1, {})
 
 
+async def test_the_back_offices_partial_credit_over_http(session: aiohttp.ClientSession) -> None:
+    async with serve_receiver() as receiver:
+        source = SimAdministration("source", "hostfact", HF_KEY, hooks_url=receiver.url, hook_secret=SECRET)
+        async with run_simulator([source]) as running:
+            seed_company_x(source)
+            await sent_invoice(Api(session, running.api_url("source"), HF_KEY))
+            url = running.control_url("source") + "credit-partly"
+            async with session.post(url, json={"Identifier": 1, "Lines": {"2": 1}}) as response:
+                assert response.status == 200
+                credit = (await response.json())["invoice"]
+            assert (credit["Status"], credit["AmountIncl"]) == ("8", "-18.15")
+            assert receiver.actions() == ["invoice_is_created", "invoice_is_created"]
+            async with session.post(url, json={"Identifier": 1, "Lines": {"99": 1}}) as response:
+                assert response.status == 400 and "99" in (await response.json())["error"]
+            async with session.post(url, json={"Identifier": 1}) as response:
+                assert response.status == 400
+
+
 async def test_inline_hooks_hold_hostfacts_api_lock(session: aiohttp.ClientSession) -> None:
     async with serve_receiver() as receiver:
         source = SimAdministration("source", "hostfact", HF_KEY, hooks_url=receiver.url, hook_secret=SECRET)

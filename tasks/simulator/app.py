@@ -29,6 +29,7 @@ from tasks.simulator.envelope import (
 from tasks.simulator.faults import FaultRule
 from tasks.simulator.language import Language, language_of, translate_all
 from tasks.simulator.params import Params
+from tasks.simulator.render import invoice_show
 
 ADMINS = web.AppKey("admins", dict[str, SimAdministration])
 STOPPING = web.AppKey("stopping", asyncio.Event)
@@ -81,6 +82,7 @@ def create_app(admins: Iterable[SimAdministration]) -> web.Application:
     app.router.add_get("/{admin}/_sim/hooks", _hooks_get)
     app.router.add_post("/{admin}/_sim/hooks/drain", _hooks_drain)
     app.router.add_post("/{admin}/_sim/reset", _reset)
+    app.router.add_post("/{admin}/_sim/credit-partly", _credit_partly)
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)
     return app
@@ -347,6 +349,23 @@ async def _faults_delete(request: web.Request) -> web.Response:
     admin = _admin(request)
     admin.faults.clear()
     return _rules(admin)
+
+
+async def _credit_partly(request: web.Request) -> web.Response:
+    """HostFact's back-office partial credit. Body ``{"Identifier": 1, "Lines": {"<line id>": <number>}}``;
+    answers the new credit invoice after its hooks went out."""
+    admin = _admin(request)
+    try:
+        data = await request.json()
+        if not isinstance(data, dict) or not isinstance(data.get("Lines"), dict):
+            raise ValueError('expected {"Identifier": <invoice id>, "Lines": {"<line id>": <number>}}')
+        numbers = {int(line): number for line, number in data["Lines"].items()}
+        credit = await admin.credit_partly(int(data["Identifier"]), numbers)
+    except ApiFailure as failure:
+        return _json({"error": "; ".join(failure.errors)}, status=400)
+    except (ValueError, TypeError, KeyError) as exc:
+        return _json({"error": str(exc)}, status=400)
+    return _json({"invoice": invoice_show(admin.dialect, credit)})
 
 
 async def _state(request: web.Request) -> web.Response:
