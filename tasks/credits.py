@@ -50,6 +50,12 @@ async def original_of(ids: IdMap, credit_id: str) -> str | None:
     return link.split()[0] if link else None
 
 
+async def document_of(ids: IdMap, invoice_id: str) -> str:
+    """The source invoice whose sync answers for ``invoice_id``: its original, for a known partial credit
+    (so one lease covers the original, its mirror and its credit notes)."""
+    return await original_of(ids, invoice_id) or invoice_id
+
+
 async def partial_credits(ids: IdMap, original_id: str) -> list[tuple[str, bool]]:
     """(credit invoice id, whether the source counted it as paid on the original), oldest first."""
     found: list[tuple[str, bool]] = []

@@ -73,9 +73,9 @@ def not_mirrored(route: Route, invoice: Invoice) -> str | None:
 _SKIPPED: dict[str, Callable[[Route, Invoice], str]] = {
     "draft": lambda route, invoice: "a draft; it is mirrored once it has a number",
     "credit invoice": lambda route, invoice: (
-        "a credit invoice whose original factsync does not know; a full credit is mirrored with its "
-        "original, a partial one when its invoice_is_created hook names the original (factsync's "
-        "hooks.php adds it)"
+        "a credit invoice: mirrored by its original's sync, a full credit with the original, a partial "
+        "one as a credit note once its invoice_is_created hook named the original (factsync's hooks.php "
+        "adds it)"
     ),
     "debtor without a creditor": lambda route, invoice: (
         f"debtor {invoice.party} has no creditor in route {route.name}"
@@ -108,13 +108,6 @@ async def sync_invoice(
     calls = [] if calls is None else calls
     calls.append(f"{source.name}: invoice.show {invoice_id}")
     wanted = await read_sales_invoice(source, invoice_id)
-    if wanted.status is Status.CREDIT:
-        original = await credits.original_of(ids, wanted.id)
-        if original is not None:
-            # A partial credit is its original's story: the original's sync mirrors the credit note.
-            calls.append(f"{source.name}: invoice.show {original} (credited by {wanted.code})")
-            wanted = await read_sales_invoice(source, original)
-
     skip = not_mirrored(route, wanted)
     if skip is not None:
         return SyncResult("ignored", f"{wanted.code}: {_SKIPPED[skip](route, wanted)}", calls)

@@ -30,7 +30,7 @@ from aiohttp import web
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from tasks.hooks import HOOKS, parse_hook
+from tasks.hooks import HOOKS, CreditLink, parse_hook
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTFACT_DIR = ROOT / "deploy" / "hostfact"
@@ -566,3 +566,120 @@ async def test_forwarder_uses_no_syntax_newer_than_php_7_4(curl_forwarder: Forwa
     files = [*HOSTFACT_DIR.glob("*.php"), *(ROOT / "tests" / "php").glob("*.php")]
     run = await curl_forwarder.php(str(LINT74), *map(str, files))
     assert (run.returncode, run.stdout) == (0, ""), run.stdout
+
+
+# A credit invoice (id 2) of invoice 1, as HostFact's invoice::add() announces it.
+CREDIT_CREATED = {"id": 2, "Debtor": 7, "InvoiceCode": "CF2024/0001"}
+ORIGINAL_PAID = {"id": 1, "Debtor": 7, "InvoiceCode": "F2024/0001"}
+
+
+def with_invoices(forwarder: Forwarder, rows: dict[str, dict[str, str]]) -> Forwarder:
+    """Inside HostFact: the stub's Database_Model holds these HostFact_Invoice rows, by id."""
+    forwarder.extra_env["FACTSYNC_TEST_INVOICES"] = json.dumps(rows)
+    return forwarder
+
+
+def credit_rows(original_status: str) -> dict[str, dict[str, str]]:
+    return {
+        "1": {"Status": original_status, "CorrespondingInvoice": "0"},
+        "2": {"Status": "8", "CorrespondingInvoice": "1"},
+    }
+
+
+@pytest.mark.parametrize(("original_status", "expected"), [("2", 2), ("9", 9)], ids=["partial", "full"])
+async def test_a_credit_invoices_created_hook_carries_its_original_and_that_status(
+    forwarder: Forwarder, receiver: Receiver, original_status: str, expected: int
+) -> None:
+    """A full credit sets the original to 9 before it adds the credit invoice; a partial one changes it only
+    after, so the Status read at hook time tells the two apart."""
+    await with_invoices(forwarder, credit_rows(original_status)).fire(("invoice_is_created", CREDIT_CREATED))
+
+    [attempt] = receiver.delivered
+    data = CREDIT_CREATED | {"CorrespondingInvoice": 1, "CorrespondingInvoiceStatus": expected}
+    assert canonical(attempt.payload) == canonical({"action": "invoice_is_created", "data": data})
+    assert_standard_headers(attempt)
+    hook = parse_hook("invoice_is_created", attempt.payload["data"])
+    assert isinstance(hook, CreditLink)
+    assert (hook.CorrespondingInvoice, hook.CorrespondingInvoiceStatus, hook.document_id) == (1, expected, 1)
+    assert forwarder.spooled() == []
+
+
+async def test_a_credit_invoices_created_hook_leaves_at_the_end_of_the_request(
+    curl_forwarder: Forwarder, receiver: Receiver
+) -> None:
+    """A partial credit that settles the original: HostFact fires invoice_is_paid after invoice_is_created,
+    once the credit invoice is committed, and the listener gets them in the order it can act on them."""
+    with_invoices(curl_forwarder, credit_rows("2"))
+    await curl_forwarder.fire(("invoice_is_created", CREDIT_CREATED), ("invoice_is_paid", ORIGINAL_PAID))
+
+    assert [a.payload["action"] for a in receiver.delivered] == ["invoice_is_paid", "invoice_is_created"]
+    assert receiver.delivered[0].payload["data"] == ORIGINAL_PAID
+    assert receiver.delivered[1].payload["data"]["CorrespondingInvoiceStatus"] == 2
+
+
+async def test_a_credit_invoice_whose_original_is_not_found_carries_the_link_only(
+    curl_forwarder: Forwarder, receiver: Receiver
+) -> None:
+    rows = {"2": {"Status": "8", "CorrespondingInvoice": "1"}}
+    await with_invoices(curl_forwarder, rows).fire(("invoice_is_created", CREDIT_CREATED))
+    [attempt] = receiver.delivered
+    assert canonical(attempt.payload["data"]) == canonical(CREDIT_CREATED | {"CorrespondingInvoice": 1})
+
+
+async def test_a_credit_invoices_created_hook_is_spooled_at_the_end_when_the_listener_fails(
+    curl_forwarder: Forwarder, receiver: Receiver
+) -> None:
+    receiver.statuses = [503]
+    await with_invoices(curl_forwarder, credit_rows("2")).fire(("invoice_is_created", CREDIT_CREATED))
+    [attempt] = receiver.attempts
+    [record] = curl_forwarder.spooled()
+    assert (record["id"], record["body"]) == (attempt.headers["webhook-id"], attempt.body)
+    assert json.loads(record["body"])["data"]["CorrespondingInvoice"] == 1
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        {"101": {"Status": "2", "CorrespondingInvoice": "0"}},
+        {"101": {"Status": "8", "CorrespondingInvoice": "0"}},
+        {},
+        None,
+    ],
+    ids=["ordinary-invoice", "credit-without-original", "row-not-found", "outside-hostfact"],
+)
+async def test_any_other_created_hook_is_forwarded_unchanged_and_at_once(
+    curl_forwarder: Forwarder, receiver: Receiver, rows: dict[str, dict[str, str]] | None
+) -> None:
+    if rows is not None:
+        with_invoices(curl_forwarder, rows)
+    created = SEED_PARAMS["invoice_is_created"]
+    run = await curl_forwarder.fire(("invoice_is_created", created), ("invoice_is_paid", PAID))
+
+    assert [canonical(a.payload) for a in receiver.delivered] == [
+        canonical({"action": "invoice_is_created", "data": created}),
+        canonical({"action": "invoice_is_paid", "data": PAID}),
+    ]
+    assert run.stderr == ""
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        {"2": {"Status": "throw", "CorrespondingInvoice": "1"}},
+        {"1": {"Status": "throw"}, "2": {"Status": "8", "CorrespondingInvoice": "1"}},
+    ],
+    ids=["credit-row", "original-row"],
+)
+async def test_a_failing_database_read_forwards_the_created_hook_unchanged_and_at_once(
+    curl_forwarder: Forwarder, receiver: Receiver, rows: dict[str, dict[str, str]]
+) -> None:
+    # fire() also asserts exit status 0, nothing printed and no PHP warning: the Error stays inside the hook.
+    run = await with_invoices(curl_forwarder, rows).fire(
+        ("invoice_is_created", CREDIT_CREATED), ("invoice_is_paid", ORIGINAL_PAID)
+    )
+
+    assert [canonical(a.payload) for a in receiver.delivered] == [
+        canonical({"action": "invoice_is_created", "data": CREDIT_CREATED}),
+        canonical({"action": "invoice_is_paid", "data": ORIGINAL_PAID}),
+    ]
+    assert "HostFact_Invoice.Status cannot be read" in run.stderr

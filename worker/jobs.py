@@ -126,7 +126,8 @@ async def _fan_out(ctx: dict[str, Any], event_id: str) -> tuple[str, str]:
             return "ignored", "ignored: no route"
         await store.start(event_id, [route.name for route in routes])
         for route in routes:
-            await documents.schedule(route.name, document, event_id)
+            ids = RedisIdMap(ctx["redis"], route.name)
+            await documents.schedule(route.name, await credits.document_of(ids, document), event_id)
         return "fanned_out", f"fanned out to {len(routes)} route(s)"
     reading = read_hook(event.action, event.payload)
     if reading is None:
@@ -147,9 +148,10 @@ async def _fan_out(ctx: dict[str, Any], event_id: str) -> tuple[str, str]:
         return "ignored", "ignored: no route"
     await store.start(event_id, [route.name for route in routes])
     for route in routes:
+        ids = RedisIdMap(ctx["redis"], route.name)
         # The links between an original and its credit invoices that HostFact's API does not show.
-        await credits.remember(RedisIdMap(ctx["redis"], route.name), hook)
-        await documents.schedule(route.name, str(hook.document_id), event_id)
+        await credits.remember(ids, hook)
+        await documents.schedule(route.name, await credits.document_of(ids, str(hook.document_id)), event_id)
     return "fanned_out", f"fanned out to {len(routes)} route(s)"
 
 

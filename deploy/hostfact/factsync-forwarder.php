@@ -357,6 +357,65 @@ if (!function_exists('factsync_forward')) {
     }
 
     /**
+     * What HostFact's API never shows of a credit invoice, read from its database on HostFact's own connection
+     * (which sees the credit invoice's still open transaction): array('CorrespondingInvoice' => the credited
+     * invoice's id, 'CorrespondingInvoiceStatus' => that invoice's Status now, left out when its row is not
+     * found). Null outside HostFact, for any other invoice, and when a read fails.
+     */
+    function factsync_credit_link($params)
+    {
+        set_error_handler('factsync_ignore_error');
+        try {
+            if (!is_array($params) || !isset($params['id']) || !class_exists('Database_Model')) {
+                return null;
+            }
+            $credit = Database_Model::getInstance()
+                ->getOne('HostFact_Invoice', array('Status', 'CorrespondingInvoice'))
+                ->where('id', $params['id'])->execute();
+            // Columns read as properties, not isset(): a row object may hand them out through __get().
+            if (!is_object($credit) || (int) $credit->Status !== 8 || (int) $credit->CorrespondingInvoice <= 0) {
+                return null;
+            }
+            $link = array('CorrespondingInvoice' => (int) $credit->CorrespondingInvoice);
+            $original = Database_Model::getInstance()->getOne('HostFact_Invoice', array('Status'))
+                ->where('id', $link['CorrespondingInvoice'])->execute();
+            $status = is_object($original) ? $original->Status : null;
+            if (is_numeric($status)) {
+                $link['CorrespondingInvoiceStatus'] = (int) $status;
+            }
+            return $link;
+        } catch (\Throwable $e) {
+            factsync_log('invoice_is_created: credit link not read, sent without it: '
+                . get_class($e) . ': ' . $e->getMessage());
+            return null;
+        } finally {
+            restore_error_handler();
+        }
+    }
+
+    /**
+     * invoice_is_created, with a credit invoice's link added. HostFact commits a credit invoice, and updates a
+     * partly credited original, only after this hook returns: a credit invoice's hook leaves when the request
+     * ends, so the listener finds both as HostFact leaves them.
+     */
+    function factsync_forward_created($params)
+    {
+        $link = factsync_credit_link($params);
+        if ($link === null) {
+            factsync_forward('invoice_is_created', $params);
+            return;
+        }
+        foreach ($link as $key => $value) {
+            $params[$key] = $value;
+        }
+        try {
+            register_shutdown_function('factsync_forward', 'invoice_is_created', $params);
+        } catch (\Throwable $e) {
+            factsync_forward('invoice_is_created', $params);
+        }
+    }
+
+    /**
      * What every hook function calls. Never throws and never prints: a PHP Error escaping a hook would break
      * HostFact's own request, and HostFact only catches Exception.
      */

@@ -24,6 +24,12 @@
  *   resend.php sends it later with the same webhook-id, so the listener still recognises a duplicate. Any other
  *   4xx means the listener refused that delivery for good: it is logged to PHP's error log and dropped.
  *
+ *   invoice_is_created of a credit invoice (Status 8) gets two keys more, read from HostFact's database because
+ *   its API never shows them: CorrespondingInvoice (the invoice it credits) and CorrespondingInvoiceStatus (that
+ *   invoice's Status when the credit was made: 9 for a full credit). factsync mirrors a partial credit by them.
+ *   This hook leaves at the end of HostFact's request, once HostFact has committed the credit invoice and
+ *   updated the original.
+ *
  * ADDING A HOOK
  *   HostFact calls a callback with $params only, never with the hook's name, and accepts only the name of a
  *   function (no closures), so every hook needs its own named function. Add one line to the list below:
@@ -55,7 +61,7 @@ if (!function_exists('factsync_forward_as')) {
     }
 
     // The forwarded hooks (shared/seeds/hostfact-webhooks-invoices.txt): one line each.
-    function factsync_hook_invoice_is_created($params) { factsync_forward_as(__FUNCTION__, $params); }
+    function factsync_hook_invoice_is_created($params) { factsync_forward_created($params); }
     function factsync_hook_invoice_is_edited($params) { factsync_forward_as(__FUNCTION__, $params); }
     function factsync_hook_invoice_is_sent($params) { factsync_forward_as(__FUNCTION__, $params); }
     function factsync_hook_invoice_reminder_is_sent($params) { factsync_forward_as(__FUNCTION__, $params); }

@@ -28,3 +28,62 @@ function do_action($hook, $params)
     }
     return count($callbacks);
 }
+
+// HostFact's database, only when a test gives it rows: without FACTSYNC_TEST_INVOICES the forwarder runs as it
+// does outside HostFact.
+if (getenv('FACTSYNC_TEST_INVOICES') !== false) {
+    /**
+     * The part of HostFact's query builder the forwarder uses:
+     *   Database_Model::getInstance()->getOne($table, $fields)->where('id', $id)->execute()
+     * returns the row's requested columns as string properties, or false when there is no such row. Rows come
+     * from FACTSYNC_TEST_INVOICES, HostFact_Invoice's rows by id: {"2": {"Status": "8", ...}, ...}; a value
+     * "throw" makes reading that column throw an Error, as a broken connection would.
+     */
+    class Database_Model
+    {
+        private static $instance = null;
+        private $table = '';
+        private $fields = array();
+        private $where = array();
+
+        public static function getInstance()
+        {
+            if (self::$instance === null) {
+                self::$instance = new self();
+            }
+            return self::$instance;
+        }
+
+        public function getOne($table, $fields)
+        {
+            $this->table = $table;
+            $this->fields = (array) $fields;
+            $this->where = array();
+            return $this;
+        }
+
+        public function where($column, $value)
+        {
+            $this->where[$column] = (string) $value;
+            return $this;
+        }
+
+        public function execute()
+        {
+            $rows = json_decode((string) getenv('FACTSYNC_TEST_INVOICES'), true);
+            if ($this->table !== 'HostFact_Invoice' || array_keys($this->where) !== array('id')
+                || !isset($rows[$this->where['id']])) {
+                return false;
+            }
+            $row = $rows[$this->where['id']];
+            $result = new stdClass();
+            foreach ($this->fields as $field) {
+                if (!array_key_exists($field, $row) || $row[$field] === 'throw') {
+                    throw new Error("HostFact_Invoice.$field cannot be read");
+                }
+                $result->$field = (string) $row[$field];
+            }
+            return $result;
+        }
+    }
+}
