@@ -3,6 +3,7 @@ a sync reports when the target did not take a step."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tasks.invoice import SETTLED, Invoice, Line, Status, lines_to_add, lines_to_remove
@@ -36,26 +37,13 @@ def compare(
     if source.status is Status.CANCELLED or mirror.status in SETTLED:
         # A credited invoice's amounts are the credit's business, not the original's.
         return found
-    if mirror.code != source.code and not source.is_draft:
-        found.append(Difference("number", source.code, mirror.code))
-    if mirror.amount_incl != source.amount_incl:
-        found.append(Difference("amount", str(source.amount_incl), str(mirror.amount_incl)))
+    if not source.is_draft:
+        found += _differing(source, mirror, ("number",))
+    found += _differing(source, mirror, ("amount",))
     if (paid_keeps_amount or mirror.status is not Status.PAID) and mirror.amount_paid != source.amount_paid:
         found.append(Difference("paid", str(source.amount_paid), str(mirror.amount_paid)))
-    if mirror.date != source.date:
-        found.append(Difference("date", source.date, mirror.date))
-    if mirror.discount != source.discount:
-        found.append(Difference("discount", str(source.discount), str(mirror.discount)))
-    if mirror.vat_calc_method != source.vat_calc_method:
-        found.append(Difference("vat", source.vat_calc_method, mirror.vat_calc_method))
-    if mirror.term != source.term:
-        found.append(Difference("term", str(source.term), str(mirror.term)))
-    missing = lines_to_add(source.lines, mirror.lines)
-    extra = lines_to_remove(source.lines, mirror.lines)
-    if missing or extra:
-        # Each side shows the lines the other lacks.
-        found.append(Difference("lines", _describe(missing), _describe(extra)))
-    return found
+    found += _differing(source, mirror, ("date", "discount", "vat", "term"))
+    return found + _line_differences(source, mirror)
 
 
 def compare_credit_notes(source: Invoice, note: Invoice) -> list[Difference]:
@@ -65,17 +53,36 @@ def compare_credit_notes(source: Invoice, note: Invoice) -> list[Difference]:
     found: list[Difference] = []
     if note.status is not Status.CREDIT:
         found.append(Difference("status", Status.CREDIT.value, note.status.value))
-    if note.code != source.code:
-        found.append(Difference("number", source.code, note.code))
-    if note.date != source.date:
-        found.append(Difference("date", source.date, note.date))
-    if note.amount_incl != source.amount_incl:
-        found.append(Difference("amount", str(source.amount_incl), str(note.amount_incl)))
-    missing = lines_to_add(source.lines, note.lines)
-    extra = lines_to_remove(source.lines, note.lines)
-    if missing or extra:
-        found.append(Difference("lines", _describe(missing), _describe(extra)))
-    return found
+    found += _differing(source, note, ("number", "date", "amount"))
+    return found + _line_differences(source, note)
+
+
+# The header fields an operator reads, by the name a difference shows.
+_HEADER: dict[str, Callable[[Invoice], object]] = {
+    "number": lambda invoice: invoice.code,
+    "amount": lambda invoice: invoice.amount_incl,
+    "date": lambda invoice: invoice.date,
+    "discount": lambda invoice: invoice.discount,
+    "vat": lambda invoice: invoice.vat_calc_method,
+    "term": lambda invoice: invoice.term,
+}
+
+
+def _differing(source: Invoice, other: Invoice, names: tuple[str, ...]) -> list[Difference]:
+    return [
+        Difference(name, str(_HEADER[name](source)), str(_HEADER[name](other)))
+        for name in names
+        if _HEADER[name](source) != _HEADER[name](other)
+    ]
+
+
+def _line_differences(source: Invoice, other: Invoice) -> list[Difference]:
+    missing = lines_to_add(source.lines, other.lines)
+    extra = lines_to_remove(source.lines, other.lines)
+    if not (missing or extra):
+        return []
+    # Each side shows the lines the other lacks.
+    return [Difference("lines", _describe(missing), _describe(extra))]
 
 
 def _describe(lines: list[Line]) -> str:
