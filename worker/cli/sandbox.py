@@ -74,8 +74,8 @@ async def run_sandbox(*, port: int, data_dir: Path, demo: bool, exit_after_demo:
                 "  # a new invoice in HostFact; its hook reaches factsync:",
                 f"  curl -s {hostfact_api} -d api_key={source_key} -d controller=invoice -d action=add \\",
                 f"       {invoice} -d 'InvoiceLines[0][PriceExcl]=10'",
-                "  # HostFact's back office credits line 1 of invoice 1 (a partial credit; see its lines in"
-                f"  # {hostfact_api.replace('/api/v2/', '/_sim/state')}):",
+                "  # HostFact's back office credits line 1 of invoice 1, a partial credit (the lines: "
+                f"{hostfact_api.replace('/api/v2/', '/_sim/state')}):",
                 f"""  curl -s {hostfact_api.replace("/api/v2/", "/_sim/credit-partly")} """
                 """-d '{"Identifier": 1, "Lines": {"1": 1}}'""",
                 f"  curl -s {faults} -d {fail}   # WeFact fails from now on",
