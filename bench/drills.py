@@ -12,6 +12,9 @@ booked twice (the mirror's AmountPaid history follows the source's; applied part
 
 Drills (``--drill``):
   kill     SIGKILL a random worker every --kill-every seconds during the workload; a new one replaces it
+  handover the workload three times on fresh stacks with default timeouts: no kill, one SIGKILL mid-run,
+           a SIGKILL every --kill-every s; the seconds from the last hook to target = source, and what the
+           kills add (a live worker hands a dead one's jobs on after five silent beats)
   redis    SIGTERM Redis mid-run and start it again; then SIGKILL it (appendfsync always) and start it again
   faults   20 % 5xx, 5 % timeouts, 5 % HTML pages, 2 % lost answers on writes, a burst of 403s
   backlog  --backlog events queued before any worker runs: Redis memory per queued event; time to drain
@@ -24,6 +27,7 @@ Drills (``--drill``):
            webhook-id exactly once), the spool is empty, the second resend adds nothing.
 
     python bench/drills.py --drill kill --invoices 300
+    python bench/drills.py --drill handover --invoices 300 --workers 3
     python bench/drills.py --drill listener-down --down-seconds 60
 """
 
@@ -124,6 +128,19 @@ class Drill:
                 if proc.returncode != -9:
                     self.notes.append(f"worker pid {proc.pid} exited by itself with code {proc.returncode}")
                 self.pool.spawn()
+
+    async def in_step(self, within: float) -> float | None:
+        """Seconds until nothing is queued or running and the target mirrors the source (None: not within)."""
+        from tests.ledgers import mirror_problems
+
+        started = time.monotonic()
+        while time.monotonic() - started < within:
+            busy = await self.store.count("queued") + await self.store.count("running")
+            if busy == 0 and not mirror_problems(self.source, self.target):
+                return round(time.monotonic() - started, 2)
+            self.supervise()
+            await asyncio.sleep(0.1)
+        return None
 
     async def verdict(self, within: float = 180) -> dict[str, Any]:
         await self.sim.drain_hooks()
@@ -347,6 +364,67 @@ async def drill_kill(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         errors = await work
         result = await d.verdict(within=args.settle)
         return {"drill": "kill", "sigkills": kills, "workload_api_errors": errors, **result}
+
+
+async def drill_handover(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """The same workload three times, each on a fresh stack with the default job timeout and lease: no kill;
+    one worker SIGKILLed --kill-after s into the run; one SIGKILLed every --kill-every s while the workload
+    runs. A process manager restarts each at once. Measured: seconds from the last hook to target = source
+    (the tail), and the tail a kill adds to the run without one (issue 13's goal: at most 20 s)."""
+    runs: dict[str, dict[str, Any]] = {}
+    for mode in ("none", "once", "repeated"):
+        run_dir = workdir / mode
+        run_dir.mkdir()
+        extra = f"lease_seconds = 60\nheartbeat_seconds = {args.heartbeat}"
+        async with drill(run_dir, workers=args.workers, job_timeout=120, extra=extra) as d:
+            rng = random.Random(5)
+            kills = 0
+            begun = time.monotonic()
+            work = asyncio.create_task(workload(d, args.invoices, args.users))
+            if mode != "none":
+                await asyncio.sleep(args.kill_after)
+                while True:
+                    alive = d.pool.alive()
+                    if alive:
+                        d.pool.kill(rng.choice(alive))
+                        kills += 1
+                    d.supervise()
+                    if mode == "once" or work.done():
+                        break
+                    await asyncio.sleep(args.kill_every)
+            errors = await work
+            await d.sim.drain_hooks()
+            workload_s = round(time.monotonic() - begun, 1)
+            tail = await d.in_step(args.settle)
+            result = await d.verdict(within=args.settle)
+            log = (run_dir / "workers.log").read_text(errors="replace")
+        runs[mode] = {
+            "sigkills": kills,
+            "workload_s": workload_s,
+            "tail_s": tail,
+            "handed_over": log.count('"worker.handed_over"'),
+            "workload_api_errors": errors,
+            "events": result["events"],
+            "failed_before_requeue": result["failed_before_requeue"],
+            "acknowledged_but_lost": result["acknowledged_but_lost"],
+            "double_booking_problems": result["double_booking_problems"],
+            "mirror_problem_count": result["mirror_problem_count"],
+            "PASS": result["PASS"],
+        }
+    base = runs["none"]["tail_s"]
+    added: dict[str, float | None] = {}
+    for mode in ("once", "repeated"):
+        tail = runs[mode]["tail_s"]
+        added[mode] = None if tail is None or base is None else round(tail - base, 2)
+    return {
+        "drill": "handover",
+        "heartbeat_seconds": args.heartbeat,
+        "runs": runs,
+        "tail_added_by_kills_s": added,
+        "goal_s": 20,
+        "PASS": all(r["PASS"] for r in runs.values())
+        and all(a is not None and a <= 20 for a in added.values()),
+    }
 
 
 async def drill_redis(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -733,6 +811,7 @@ async def drill_listener_down(args: argparse.Namespace, workdir: Path) -> dict[s
 
 DRILLS = {
     "kill": drill_kill,
+    "handover": drill_handover,
     "redis": drill_redis,
     "faults": drill_faults,
     "backlog": drill_backlog,
@@ -760,7 +839,7 @@ def main() -> int:
     parser.add_argument(
         "--drill",
         default="all",
-        help="kill, redis, faults, backlog, listener-down, comma-separated, or all",
+        help="kill, handover, redis, faults, backlog, listener-down, comma-separated, or all",
     )
     parser.add_argument(
         "--invoices", type=int, default=300, help="invoices in the workload (~3.5 events each)"
@@ -769,6 +848,10 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=3, help="worker processes")
     parser.add_argument("--kill-every", type=float, default=3.0)
     parser.add_argument("--kill-for", type=float, default=20.0, help="keep killing at least this long")
+    parser.add_argument(
+        "--kill-after", type=float, default=3.0, help="handover: seconds into the run of the (first) kill"
+    )
+    parser.add_argument("--heartbeat", type=float, default=2.0, help="handover: heartbeat_seconds")
     parser.add_argument(
         "--redis-after", type=float, default=4.0, help="seconds of work before/after each stop"
     )

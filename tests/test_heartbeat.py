@@ -32,6 +32,6 @@ async def test_a_running_worker_beats_and_a_stopped_one_is_gone(redis: Redis, re
 async def test_the_failed_column_counts_failed_syncs_not_only_jobs_that_raised(redis: Redis) -> None:
     """A failed sync is handled (arq counts its job as complete): the heartbeat adds the worker's count."""
     worker = SimpleNamespace(jobs_complete=5, jobs_failed=1, jobs_retried=0, tasks={}, ctx={SYNCS_FAILED: 3})
-    await beat(redis, "host:1:abc", worker, time.time())  # type: ignore[arg-type]
+    await beat(redis, "host:1:abc", worker, time.time(), every=2.0)  # type: ignore[arg-type]
     (heartbeat,) = await heartbeats(redis)
     assert (heartbeat.jobs_complete, heartbeat.jobs_failed) == (5, 4)

@@ -16,10 +16,11 @@ One kill covers the three moments a kill can land on a target write, each on its
   applied) and holds its answer, so the worker is killed while it waits for it, before it can record
   anything. The new worker must see it booked and book nothing.
 
-How long it takes: arq runs a killed worker's job again once its in-progress key expires, after the longest
-function timeout + 10 s. `worker.jobs` gives ``fan_out`` a fixed 30 s timeout, so that is 40 s however small
-``job_timeout`` is; the test waits up to `TAKEOVER_WITHIN`. The document lease (``lease_seconds``) is set
-below that, so the dead worker's leases are gone when the jobs run again.
+How long it takes: the killed worker stops beating; once it has been silent for five beats (heartbeat_seconds
+is 1 s here), the new worker hands its jobs on (worker.handover): it frees their arq in-progress keys and the
+document leases the dead worker held, so the jobs run again at once. Without the hand-over they would wait
+for arq's in-progress key (the longest function timeout + 10 s: 70 s here) and the leases (60 s): the test
+allows `TAKEOVER_WITHIN`, well under both.
 
 A second, quick test pins what happens when a lease is NOT gone yet: a sync that finds its document held
 stands down, trusting the holder to run it once more; a dead holder never will, so the document must be
@@ -68,13 +69,15 @@ from worker.web.app import create_app
 
 pytestmark = pytest.mark.slow
 
-JOB_TIMEOUT = 5
-# arq's in-progress key: max(fan_out's 30 s, job_timeout) + 10 s; then a margin for the sync itself.
+JOB_TIMEOUT = 60
+# arq's in-progress key of a killed worker's job lives max(fan_out's 30 s, job_timeout) + 10 s.
 IN_PROGRESS = max(30, JOB_TIMEOUT) + 10
-TAKEOVER_WITHIN = IN_PROGRESS + 20
-# The dead worker's document leases must be gone when arq runs its jobs again, or the re-runs stand down
-# (see test_a_document_held_by_a_dead_worker_is_synced_once_its_lease_expires).
-LEASE_SECONDS = 10
+# The dead worker's document leases, as long as by default: the hand-over must free them.
+LEASE_SECONDS = 60
+HEARTBEAT_SECONDS = 1
+# Five silent beats, the next beat of the new worker, its start-up, and the syncs themselves.
+TAKEOVER_WITHIN = 30
+assert TAKEOVER_WITHIN < min(IN_PROGRESS, LEASE_SECONDS)
 PAYMENTS = {"A": Decimal("10.00"), "B": Decimal("20.00"), "C": Decimal("30.00")}
 
 
@@ -86,6 +89,7 @@ shutdown_grace = 1
 poll_delay = 0.01
 job_timeout = {JOB_TIMEOUT}
 lease_seconds = {LEASE_SECONDS}
+heartbeat_seconds = {HEARTBEAT_SECONDS}
 
 [retry]
 max_tries = 6

@@ -177,6 +177,8 @@ class Settings(BaseSettings):
     # short enough that a dead worker's lease soon frees the document for another.
     lease_seconds: float = Field(default=60.0, gt=0)
     shutdown_grace: float = Field(default=20.0, ge=0)
+    # Each worker beats this often; one silent for 5 beats is dead, and a live worker hands its jobs on.
+    heartbeat_seconds: float = Field(default=2.0, gt=0)
     max_jobs: int = Field(default=20, gt=0)
     # After a WeFact 403 (IP ban) no worker calls that administration for this many seconds.
     ban_pause: float = Field(default=900.0, gt=0)

@@ -19,11 +19,15 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import structlog
 from redis.asyncio import Redis
 
 from worker import keys
+from worker.handover import lease_prefix
 from worker.queue import SYNC, job_body, now_ms, sync_job_id
 from worker.redisio import done, text
+
+log = structlog.get_logger(__name__)
 
 # KEYS: pending, scheduled, job key, queue   ARGV: event id, expiry ms, score, job id, job body
 _SCHEDULE = """
@@ -113,10 +117,23 @@ class Claim:
 
 
 class Documents:
-    def __init__(self, redis: Redis, *, lease_ms: int, job_expiry_ms: int) -> None:
+    """``owner``: the worker id every lease token starts with, so a hand-over (worker.handover) can tell
+    the leases of a dead worker. ``renew_every``: seconds between lease renewals while a sync runs."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        lease_ms: int,
+        job_expiry_ms: int,
+        owner: str = "-",
+        renew_every: float | None = None,
+    ) -> None:
         self.redis = redis
         self.lease_ms = lease_ms
         self.job_expiry_ms = job_expiry_ms
+        self.owner = owner
+        self.renew_every = min(lease_ms / 3000, renew_every or lease_ms / 3000)
         self._schedule = redis.register_script(_SCHEDULE)
         self._claim = redis.register_script(_CLAIM)
         self._renew = redis.register_script(_RENEW)
@@ -138,7 +155,7 @@ class Documents:
 
     async def claim(self, route: str, document: str, job_id: str) -> Claim | None:
         """The lease and this run's events, or None when another job holds the document."""
-        token = secrets.token_hex(8)
+        token = f"{lease_prefix(self.owner)}{secrets.token_hex(8)}"
         watch_id, now = sync_job_id(route, document), now_ms()
         result = await self._claim(
             keys=[
@@ -190,14 +207,32 @@ class Documents:
 
     @contextlib.asynccontextmanager
     async def kept_alive(self, claim: Claim) -> AsyncIterator[None]:
-        """Renew the lease while the body runs, so a slow API call keeps it but a dead worker loses it."""
+        """Renew the lease while the body runs, so a slow API call keeps it but a dead worker loses it.
+
+        The body is cancelled (its job runs again, and stands down while another holds the document) when
+        the lease is lost: handed on because this worker was judged dead, or expired. Also when two
+        renewals in a row cannot reach Redis: by then live workers may be about to judge this one dead,
+        and only one writer may act on a document.
+        """
+        body = asyncio.current_task()
 
         async def renew() -> None:
+            unconfirmed = 0
             while True:
-                await asyncio.sleep(self.lease_ms / 3000)
-                await self._renew(
-                    keys=[keys.lock(claim.route, claim.document)], args=[claim.token, self.lease_ms]
-                )
+                await asyncio.sleep(self.renew_every)
+                try:
+                    kept = await self._renew(
+                        keys=[keys.lock(claim.route, claim.document)], args=[claim.token, self.lease_ms]
+                    )
+                    unconfirmed = 0
+                except Exception:
+                    kept, unconfirmed = 1, unconfirmed + 1
+                if not kept or unconfirmed >= 2:
+                    lost = "unconfirmed" if unconfirmed else "taken"
+                    log.warning("lease.lost", route=claim.route, document=claim.document, lease=lost)
+                    if body is not None:
+                        body.cancel()
+                    return
 
         task = asyncio.create_task(renew())
         try:

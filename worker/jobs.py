@@ -28,6 +28,7 @@ from tasks.sync import SyncResult, sync_invoice
 from worker import keys
 from worker.config import Settings
 from worker.documents import Claim, Documents
+from worker.handover import track_job, untrack_job
 from worker.heartbeat import SYNCS_FAILED
 from worker.idmap import RedisIdMap
 from worker.metrics import (
@@ -68,7 +69,13 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     redis = ctx["redis"]
     ctx["store"] = EventStore.for_settings(redis, settings)
-    ctx["documents"] = Documents(redis, lease_ms=settings.lease_ms, job_expiry_ms=settings.job_expiry_ms)
+    ctx["documents"] = Documents(
+        redis,
+        lease_ms=settings.lease_ms,
+        job_expiry_ms=settings.job_expiry_ms,
+        owner=ctx.get("worker_id", "-"),
+        renew_every=settings.heartbeat_seconds,
+    )
     admins = [settings.source(name) for name in settings.sources]
     admins += [settings.target(name) for name in settings.targets]
     throttle = SharedRateLimit(
@@ -322,8 +329,9 @@ def _failed(reason: str, exc: ApiError | None, attempt: int, calls: list[str]) -
     return {"status": "failed", "reason": reason, "exchange": exchange, "tries": attempt, "calls": calls}
 
 
-def worker_settings(settings: Settings, redis_url: str) -> dict[str, Any]:
-    """arq `Worker` keyword arguments: ``arq.worker.Worker(**worker_settings(settings, url))``."""
+def worker_settings(settings: Settings, redis_url: str, worker_id: str) -> dict[str, Any]:
+    """arq `Worker` keyword arguments: ``arq.worker.Worker(**worker_settings(settings, url, worker_id))``;
+    ``worker_id`` is the one its heartbeat beats under."""
     # arq's own try limit is only a backstop; the retry policy above decides, and records, giving up.
     backstop = settings.retry.max_tries + 50
     return {
@@ -342,7 +350,10 @@ def worker_settings(settings: Settings, redis_url: str) -> dict[str, Any]:
         "job_deserializer": job_deserializer,
         "on_startup": startup,
         "on_shutdown": shutdown,
-        "ctx": {"settings": settings},
+        # What the worker holds, for a live worker to hand on should this one die (worker.handover).
+        "on_job_start": track_job,
+        "after_job_end": untrack_job,
+        "ctx": {"settings": settings, "worker_id": worker_id},
         # On SIGTERM stop taking jobs and let running ones finish; what is still running after the grace
         # period is cancelled and stays queued, so another worker runs it again.
         "job_completion_wait": int(settings.shutdown_grace),

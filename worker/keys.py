@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from arq.constants import job_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix
 
 PREFIX = "factsync"
 
@@ -63,6 +63,11 @@ def job(job_id: str) -> str:
     return job_key_prefix + job_id
 
 
+def in_progress(job_id: str) -> str:
+    """arq's key for a job a worker has started: no other worker starts the job while it exists."""
+    return in_progress_key_prefix + job_id
+
+
 def rate(administration: str) -> str:
     """The shared rate limit's state (GCRA theoretical arrival time) for one administration."""
     return f"{PREFIX}:rate:{administration}"
@@ -84,3 +89,13 @@ WORKERS = f"{PREFIX}:workers"
 def worker(worker_id: str) -> str:
     """One worker process's heartbeat (a hash with a TTL): it disappears when the process stops beating."""
     return f"{PREFIX}:worker:{worker_id}"
+
+
+def worker_jobs(worker_id: str) -> str:
+    """The arq jobs one worker process has started and not finished: what a hand-over frees when it dies."""
+    return f"{PREFIX}:worker:{worker_id}:jobs"
+
+
+def handover(worker_id: str) -> str:
+    """Taken (SET NX) by the one live worker that hands a dead worker's jobs on, so that happens once."""
+    return f"{PREFIX}:handover:{worker_id}"

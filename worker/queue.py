@@ -11,7 +11,7 @@ import time
 import uuid
 from typing import Any
 
-from arq.jobs import serialize_job
+from arq.jobs import SerializationError, deserialize_job_raw, serialize_job
 
 FAN_OUT = "fan_out"
 SYNC = "sync_document"
@@ -42,3 +42,16 @@ def sync_job_id(route: str, document: str) -> str:
 
 def job_body(function: str, args: tuple[Any, ...], enqueue_time_ms: int) -> bytes:
     return bytes(serialize_job(function, args, {}, None, enqueue_time_ms, serializer=job_serializer))
+
+
+def sync_document_of(body: bytes | None) -> tuple[str, str] | None:
+    """(route, document) of a sync job's body; None for another job, or a body gone or unreadable."""
+    if not body:
+        return None
+    try:
+        function, args, *_ = deserialize_job_raw(body, deserializer=job_deserializer)
+    except SerializationError:
+        return None
+    if function != SYNC or len(args) != 2:
+        return None
+    return str(args[0]), str(args[1])

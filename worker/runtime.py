@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from redis.asyncio import Redis
 
 from worker.config import Settings
 from worker.embedded_redis import EmbeddedRedis
+from worker.handover import hand_over_dead, handed_over
 from worker.heartbeat import keep_beating, new_worker_id
 from worker.jobs import worker_settings
 from worker.metrics import start_worker_metrics
@@ -96,12 +98,21 @@ async def start(
         # First, so a metrics port already taken stops start-up before any job is taken. With a listener in
         # this process, its /metrics already shows this worker's counters.
         metrics = None if listen else await start_worker_metrics(settings)
-        worker = Worker(**worker_settings(settings, redis_url), handle_signals=False)
+        worker_id = new_worker_id()
+        worker = Worker(**worker_settings(settings, redis_url, worker_id), handle_signals=False)
         # arq's graceful shutdown cancels `main_task` once running jobs are done; it must be this task.
         task = worker.main_task = asyncio.create_task(worker.main())
         redis = Redis.from_url(redis_url)
-        worker_id = new_worker_id()
-        heartbeat = asyncio.create_task(keep_beating(redis, worker_id, worker))
+        heartbeat = asyncio.create_task(
+            keep_beating(
+                redis,
+                worker_id,
+                worker,
+                every=settings.heartbeat_seconds,
+                after_beat=functools.partial(hand_over_dead, redis, worker_id),
+                stop_when=functools.partial(handed_over, redis, worker_id),
+            )
+        )
         log.info("worker.started", queue=worker.queue_name, max_jobs=settings.max_jobs, worker_id=worker_id)
         return Running(url, runner, worker, task, worker_id, heartbeat, redis, metrics)
     return Running(url, runner, worker, task)
@@ -119,6 +130,10 @@ async def serve(
     waiters = [asyncio.create_task(stop.wait())]
     if running.worker_task is not None:
         waiters.append(running.worker_task)  # type: ignore[arg-type]
+    if running.heartbeat is not None:
+        # It ends when live workers handed this one's jobs on (it was judged dead): stop, and let the
+        # supervisor start a fresh process.
+        waiters.append(running.heartbeat)  # type: ignore[arg-type]
     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     log.info("shutdown.begin", grace_s=settings.shutdown_grace)
     await running.stop()

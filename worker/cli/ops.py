@@ -28,7 +28,6 @@ from worker.cli.context import load_settings_for
 from worker.cli.groups import SuggestingGroup
 from worker.config import Settings
 from worker.embedded_redis import running_redis_url
-from worker.heartbeat import STALE_AFTER
 from worker.store import STATUSES, Event, EventStore
 
 T = TypeVar("T")
@@ -473,7 +472,7 @@ def _print_status(report: operate.StatusReport) -> None:
             [
                 [
                     beat.worker_id,
-                    _ago(beat.age) + ("" if beat.fresh else f" (stale, > {STALE_AFTER:.0f}s)"),
+                    _ago(beat.age) + ("" if beat.fresh else f" (stale, > {beat.stale_after:.0f}s)"),
                     beat.jobs_running,
                     beat.jobs_complete,
                     beat.jobs_failed,

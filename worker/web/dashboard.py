@@ -40,7 +40,7 @@ from redis.asyncio import Redis
 from tasks.redact import REDACTED, Redactor
 from worker import keys, operate
 from worker.config import DashboardSettings, Settings
-from worker.heartbeat import STALE_AFTER
+from worker.heartbeat import stale_after
 from worker.store import FAILURE_BUCKET, STATUSES, Event, EventStore
 from worker.web.appkeys import REDIS, STORE
 
@@ -557,7 +557,7 @@ async def overview(request: web.Request) -> web.StreamResponse:
         settled=settled,
         failed_hour=failed,
         failure_rate=(100 * failed / settled) if settled else None,
-        stale_after=STALE_AFTER,
+        stale_after=stale_after(request.app[SETTINGS].heartbeat_seconds),
         recent_failed=[_row(request, e, at) for e, at in await failed_events(store, limit=5)],
     )
 
