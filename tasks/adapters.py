@@ -365,11 +365,20 @@ class _ApiLedger:
 
     async def _add(self, params: dict[str, Any], source: Invoice, marker: str) -> Applied:
         """`add` the mirror; when the target refuses, find out whether its number is taken, and by whom."""
+        number = params.get(self.number_key) if self.number_key else None
         try:
             answer = await self.call(self.controller, "add", params, source.code)
         except PermanentError as refused:
-            number = params.get(self.number_key) if self.number_key else None
             holder = await self.holder(number) if number else None
+            if holder is None and number:
+                # Taken when the target refused, free now: a credit invoice the target numbered from its own
+                # sequence got its source number in between (settle_credit, in another document's sync).
+                # The refused add made nothing, so adding once more cannot double the mirror.
+                try:
+                    answer = await self.call(self.controller, "add", params, source.code)
+                except PermanentError:
+                    raise refused from None
+                return Applied(self.document(answer))
             if holder is None:
                 raise
             if holder.reference == marker:

@@ -103,6 +103,40 @@ async def test_a_number_taken_by_someone_else_fails_with_a_reason_a_person_reads
     assert len(sales.target.invoices) == 1
 
 
+async def test_a_number_freed_between_the_refusal_and_the_lookup_is_added_once_more(
+    sales: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A credit invoice the target numbered itself (WeFact's `invoice credit` takes its next number) holds
+    F0001 when the add is refused ("Ongeldig factuurnummer": invoice_api_controller::add, is_free), and has
+    its source number by the time factsync looks for the holder (another document's sync renumbered it).
+    Nothing was made, the number is free: the mirror is added, once, and the event is done."""
+    debtor = sales.target.add_debtor(DebtorCode="DB0001", **DEBTOR)
+    credit = sales.target.add_invoice(
+        Debtor=debtor["Identifier"],
+        Status=8,
+        InvoiceCode="F0001",
+        ReferenceNumber="[factsync:hostfact:90]",
+        InvoiceLines=[{"Description": "x", "PriceExcl": "-10"}],
+    )
+    execute = sales.target.execute
+
+    def renumbered_after_the_refusal(controller: str, action: str, params: Any) -> Any:
+        try:
+            return execute(controller, action, params)
+        finally:
+            if (controller, action) == ("invoice", "add") and credit["InvoiceCode"] == "F0001":
+                sales.target.invoices[credit["Identifier"]]["InvoiceCode"] = "F0091"
+
+    monkeypatch.setattr(sales.target, "execute", renumbered_after_the_refusal)
+    source_id = await invoice(sales, [LOW_RATE])
+
+    all_done(await sales.settled())
+    (mirror,) = by_marker(sales.target.invoices, source_id)
+    assert mirror["InvoiceCode"] == "F0001"
+    adds = [c for c in sales.target.calls if (c.controller, c.action) == ("invoice", "add")]
+    assert [c.applied for c in adds] == [False, True]
+
+
 # -- 2. a debtor the target lacks ---------------------------------------------------------------------------
 
 
