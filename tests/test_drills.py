@@ -4,6 +4,7 @@
   lost, nothing booked twice.
 - Redis SIGKILLed with appendfsync always: every hook the listener acknowledged is still there after the
   restart.
+- A worker SIGKILLed mid-run: a live worker hands its jobs on; target = source, nothing lost or doubled.
 - The listener down for a few seconds while HostFact fires hooks through php-cli running hooks.php: they are
   spooled, resend.php delivers them (twice: the second time adds nothing); every hook is exactly one event,
   target = source, nothing booked twice.
@@ -19,7 +20,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bench.drills import drill, drill_faults, drill_listener_down
+from bench.drills import drill, drill_faults, drill_handover, drill_listener_down
 from tests.conftest import hook_body
 from worker import keys
 from worker.embedded_redis import EmbeddedRedis
@@ -38,6 +39,17 @@ async def test_api_faults_drill_ends_with_target_equal_to_source(tmp_path: Path)
     result = await drill_faults(_args(), tmp_path)
     assert result["PASS"], json.dumps(result, indent=1, default=str)
     assert result["faulted_target_calls"] > 0
+
+
+async def test_a_worker_sigkilled_mid_run_is_handed_over_and_the_books_end_equal(tmp_path: Path) -> None:
+    """Three workers, one SIGKILLed a second into the run and restarted: nothing lost, nothing doubled, and
+    target = source long before arq's in-progress keys (job timeout 120 s + 10 s) or the leases (60 s) would
+    have let the dead worker's jobs run again: the hand-over (five beats of 0.5 s) did."""
+    args = _args(workers=3, modes="once", heartbeat=0.5, kill_after=1.0, kill_every=1.0, settle=40.0)
+    result = await drill_handover(args, tmp_path)
+    run = result["runs"]["once"]
+    assert run["PASS"] and run["sigkills"] == 1, json.dumps(result, indent=1, default=str)
+    assert run["tail_s"] is not None, json.dumps(result, indent=1, default=str)
 
 
 async def test_listener_down_drill_spools_in_php_and_resend_delivers_each_hook_once(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -28,6 +29,9 @@ from worker.runtime import start
 
 DEAD, LIVE = "host-a:11:dead01", "host-b:22:live01"
 EVERY = 0.5
+# arq's in-progress keys live the longest function timeout + 10 s.
+IN_PROGRESS_MS = 130_000
+VERDICT: dict[str, Any] = {"in_progress_ms": IN_PROGRESS_MS}
 
 
 def _documents(redis: Redis, owner: str) -> Documents:
@@ -40,10 +44,14 @@ async def _beat(redis: Redis, worker_id: str, *, ago: float) -> None:
     await done(redis.hset(keys.worker(worker_id), "beat_at", f"{time.time() - ago:.3f}"))
 
 
-async def _start_job(redis: Redis, worker_id: str, job_id: str) -> None:
-    """What arq does as a worker starts a job (its in-progress key), and what factsync's on_job_start adds."""
-    await redis.set(keys.in_progress(job_id), b"1", px=130_000)
-    await track_job({"redis": redis, "worker_id": worker_id, "job_id": job_id})
+async def _start_job(
+    redis: Redis, worker_id: str, job_id: str, *, ago: float = 10 * EVERY, noted: bool = True
+) -> None:
+    """What arq does as a worker starts a job ``ago`` seconds ago (its in-progress key), and what factsync's
+    on_job_start adds (unless the worker died in between: ``noted=False``)."""
+    await redis.set(keys.in_progress(job_id), b"1", px=IN_PROGRESS_MS - int(ago * 1000))
+    if noted:
+        await track_job({"redis": redis, "worker_id": worker_id, "job_id": job_id})
 
 
 @dataclass
@@ -79,7 +87,7 @@ async def test_a_dead_workers_jobs_and_leases_are_freed_and_its_document_synced_
     state = await _a_worker_died_mid_sync(redis)
     assert await dead_workers(redis) == [DEAD]
 
-    assert await hand_over_dead(redis, LIVE) == {DEAD: 2}
+    assert await hand_over_dead(redis, LIVE, **VERDICT) == {DEAD: 2}
 
     # arq may run both jobs again (they are still in the queue, started at a time long past) ...
     for job in (state.sync_job, state.fan_out_job):
@@ -105,10 +113,27 @@ async def test_a_lease_the_dead_worker_no_longer_holds_is_left_alone(redis: Redi
     other = await _documents(redis, "host-c:33:other1").claim("sales", "7", state.watch_job)
     assert other is not None
 
-    assert await hand_over_dead(redis, LIVE) == {DEAD: 2}
+    assert await hand_over_dead(redis, LIVE, **VERDICT) == {DEAD: 2}
 
     assert text(await redis.get(keys.lock("sales", "7"))) == other.token
     assert not await redis.exists(keys.in_progress(state.sync_job))
+
+
+async def test_a_job_the_dead_worker_started_but_had_not_noted_is_freed_too(redis: Redis) -> None:
+    """arq marks a job in progress before on_job_start notes it (under load, a second or two): a worker
+    killed in between leaves a job only its in-progress key knows. The hand-over frees such a job, started
+    even after the dead worker's last beat, and never a live worker's: neither one it noted long ago nor
+    one it started just now."""
+    await _a_worker_died_mid_sync(redis)
+    await _start_job(redis, DEAD, "fanout:e4:0", ago=9 * EVERY, noted=False)
+    await _start_job(redis, LIVE, "fanout:e5:0", ago=60)
+    await _start_job(redis, LIVE, "fanout:e6:0", ago=0.1, noted=False)
+
+    assert await hand_over_dead(redis, LIVE, **VERDICT) == {DEAD: 3}
+
+    assert not await redis.exists(keys.in_progress("fanout:e4:0"))
+    assert await redis.exists(keys.in_progress("fanout:e5:0"))
+    assert await redis.exists(keys.in_progress("fanout:e6:0"))
 
 
 async def test_two_workers_noticing_the_same_death_hand_it_over_once(redis: Redis) -> None:
@@ -117,14 +142,14 @@ async def test_two_workers_noticing_the_same_death_hand_it_over_once(redis: Redi
     state = await _a_worker_died_mid_sync(redis)
     live = [f"host-{i}:{i}:live{i:02}" for i in range(5)]
 
-    results = await asyncio.gather(*(hand_over_dead(redis, me) for me in live))
+    results = await asyncio.gather(*(hand_over_dead(redis, me, **VERDICT) for me in live))
 
     assert sorted(results, key=len) == [{}, {}, {}, {}, {DEAD: 2}]
     winner = live[next(i for i, r in enumerate(results) if r)]
     assert text(await redis.get(keys.handover(DEAD))) == winner
     # arq on another worker starts the sync job again; a latecomer that read DEAD as dead a moment ago:
-    await redis.set(keys.in_progress(state.sync_job), b"1", px=130_000)
-    assert await hand_over(redis, DEAD, "host-9:9:late09") is None
+    await redis.set(keys.in_progress(state.sync_job), b"1", px=IN_PROGRESS_MS)
+    assert await hand_over(redis, DEAD, "host-9:9:late09", **VERDICT) is None
     assert await redis.exists(keys.in_progress(state.sync_job))
 
 

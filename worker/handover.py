@@ -4,7 +4,8 @@ within seconds, not after arq's in-progress keys (job timeout + 10 s) and the do
 Each worker notes the arq jobs it starts (`track_job`) and forgets each once arq has finished it
 (`untrack_job`). After each of its own beats a worker looks for dead ones: silent for DEAD_AFTER_BEATS of
 their beats (`dead_workers`). The first live worker to take a dead one's hand-over key frees every job the
-dead one held (`hand_over`): the job's in-progress key goes, so arq runs it again (it is still in the
+dead one held (`hand_over`), and any job started before it died that no live worker has noted: the job's
+in-progress key goes, so arq runs it again (it is still in the
 queue), and so do the document leases the dead worker held; a job waiting for such a lease runs now.
 A slow worker is not dead: its beats and lease renewals go on while its API calls wait.
 """
@@ -78,17 +79,23 @@ async def dead_workers(redis: Redis, *, now: float | None = None) -> list[str]:
     return sorted(dead)
 
 
-async def hand_over(redis: Redis, dead: str, me: str) -> int | None:
+async def hand_over(redis: Redis, dead: str, me: str, *, in_progress_ms: int) -> int | None:
     """Free every job the dead worker held, unless another live worker is doing or has done it.
 
     Returns how many jobs were handed on, or None when the hand-over was another worker's.
+    ``in_progress_ms``: how long arq's in-progress keys live (the longest function timeout + 10 s).
     """
     if not await done(redis.set(keys.handover(dead), me, nx=True, ex=HANDOVER_KEPT_S)):
         return None
+    beat_at, every = await done(redis.hmget(keys.worker(dead), ["beat_at", "every"]))
+    every_s = float(every) if every is not None else DEFAULT_EVERY
+    # It died before its next beat was due; with no beat left, anything older than a verdict will do.
+    died_by = float(beat_at) + every_s if beat_at is not None else time.time() - stale_after(every_s)
     free = redis.register_script(_FREE)
-    job_ids = sorted(text(job) for job in await done(redis.smembers(keys.worker_jobs(dead))))
+    jobs = {text(job) for job in await done(redis.smembers(keys.worker_jobs(dead)))}
+    jobs |= await _unnoted(redis, dead, in_progress_ms=in_progress_ms, started_before=died_by + 0.5)
     leases = 0
-    for job_id in job_ids:
+    for job_id in sorted(jobs):
         job_keys = [keys.in_progress(job_id)]
         document = sync_document_of(await done(redis.get(keys.job(job_id))))
         if document is not None:
@@ -99,17 +106,43 @@ async def hand_over(redis: Redis, dead: str, me: str) -> int | None:
         pipe.delete(keys.worker_jobs(dead), keys.worker(dead))
         pipe.srem(keys.WORKERS, dead)
         await pipe.execute()
-    log.warning("worker.handed_over", dead_worker=dead, jobs=len(job_ids), leases=leases)
-    return len(job_ids)
+    log.warning("worker.handed_over", dead_worker=dead, jobs=len(jobs), leases=leases)
+    return len(jobs)
 
 
-async def hand_over_dead(redis: Redis, me: str) -> dict[str, int]:
+async def _unnoted(redis: Redis, dead: str, *, in_progress_ms: int, started_before: float) -> set[str]:
+    """Jobs started before ``started_before`` (epoch s) that no live worker has noted.
+
+    arq marks a job in progress before factsync's on_job_start notes it, and under load that can take a
+    second or two; a worker killed in between leaves a job only its in-progress key knows. A key's start is
+    its lifetime less its TTL. A live worker notes its jobs within seconds, and the hand-over comes a whole
+    verdict after the dead worker's last beat: a job started before the dead one died and noted by no live
+    worker by now was the dead one's.
+    """
+    live = [text(w) for w in await done(redis.smembers(keys.WORKERS)) if text(w) != dead]
+    noted: set[str] = set()
+    for worker_id in live:
+        noted |= {text(job) for job in await done(redis.smembers(keys.worker_jobs(worker_id)))}
+    prefix = keys.in_progress("")
+    now = time.time()
+    found = set()
+    async for raw in redis.scan_iter(match=prefix + "*", count=1000):
+        job_id = text(raw)[len(prefix) :]
+        if job_id in noted:
+            continue
+        ttl = await done(redis.pttl(raw))
+        if ttl > 0 and now - (in_progress_ms - ttl) / 1000 < started_before:
+            found.add(job_id)
+    return found
+
+
+async def hand_over_dead(redis: Redis, me: str, *, in_progress_ms: int) -> dict[str, int]:
     """Hand on the jobs of every dead worker no other live worker took; {dead worker: jobs handed on}."""
     taken = {}
     for dead in await dead_workers(redis):
         if dead == me:
             continue  # judged dead while it could not beat (frozen, cut off): see handed_over()
-        count = await hand_over(redis, dead, me)
+        count = await hand_over(redis, dead, me, in_progress_ms=in_progress_ms)
         if count is not None:
             taken[dead] = count
     return taken

@@ -109,7 +109,12 @@ async def start(
                 worker_id,
                 worker,
                 every=settings.heartbeat_seconds,
-                after_beat=functools.partial(hand_over_dead, redis, worker_id),
+                after_beat=functools.partial(
+                    hand_over_dead,
+                    redis,
+                    worker_id,
+                    in_progress_ms=int(worker.in_progress_timeout_s * 1000),
+                ),
                 stop_when=functools.partial(handed_over, redis, worker_id),
             )
         )
