@@ -22,10 +22,10 @@ from tests.stack import LINES, running_stack
 from worker import keys
 from worker.documents import Documents
 from worker.handover import dead_workers, hand_over, hand_over_dead, track_job
-from worker.heartbeat import beat, heartbeats
+from worker.heartbeat import Heartbeat, beat, heartbeats
 from worker.queue import now_ms
 from worker.redisio import done, text
-from worker.runtime import start
+from worker.runtime import serve
 
 DEAD, LIVE = "host-a:11:dead01", "host-b:22:live01"
 EVERY = 0.5
@@ -175,19 +175,25 @@ async def test_a_slow_live_worker_keeps_its_documents(redis: Redis, redis_url: s
     ]
 
 
-async def test_a_worker_judged_dead_stops_beating_so_its_supervisor_starts_a_fresh_one(
+async def test_a_worker_judged_dead_stops_so_its_supervisor_starts_a_fresh_one(
     redis: Redis, redis_url: str
 ) -> None:
-    """A worker that was frozen past the verdict finds its jobs handed on: its heartbeat loop ends (and
-    `serve` stops the process), rather than working on beside the worker that took over."""
-    running = await start(make_settings(redis_url, heartbeat_seconds=0.1), redis_url)
+    """A worker that was frozen past the verdict finds its jobs handed on: it stops, rather than working on
+    beside the worker that took over, and `serve` says so (its process exits with an error, and systemd's
+    Restart=on-failure or the supervisor starts a fresh one)."""
+    serving = asyncio.create_task(serve(make_settings(redis_url, heartbeat_seconds=0.1), redis_url))
     try:
-        assert running.worker_id is not None and running.heartbeat is not None
-        await redis.set(keys.handover(running.worker_id), "someone-else")
-        await asyncio.wait_for(running.heartbeat, timeout=5)
-        assert running.worker_id not in [b.worker_id for b in await heartbeats(redis)]
+        deadline = time.monotonic() + 10
+        beats: list[Heartbeat] = []
+        while not beats and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            beats = await heartbeats(redis)
+        (worker,) = beats
+        await redis.set(keys.handover(worker.worker_id), "someone-else")
+        assert await asyncio.wait_for(serving, timeout=10) is False
+        assert await heartbeats(redis) == []
     finally:
-        await running.stop()
+        serving.cancel()
 
 
 @pytest.mark.parametrize("taken", ["handed on", "expired"])

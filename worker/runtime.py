@@ -125,8 +125,9 @@ async def start(
 
 async def serve(
     settings: Settings, redis_url: str, *, app: AppFactory | None = None, work: bool = True
-) -> None:
-    """Run until SIGTERM or SIGINT, then stop gracefully."""
+) -> bool:
+    """Run until SIGTERM or SIGINT, then stop gracefully. False when the worker stopped because the other
+    workers judged it dead and handed its jobs on: its process should exit with an error, to be restarted."""
     running = await start(settings, redis_url, app=app, work=work)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -140,6 +141,8 @@ async def serve(
         # supervisor start a fresh process.
         waiters.append(running.heartbeat)  # type: ignore[arg-type]
     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    judged_dead = running.heartbeat is not None and running.heartbeat.done() and not stop.is_set()
     log.info("shutdown.begin", grace_s=settings.shutdown_grace)
     await running.stop()
     log.info("shutdown.done")
+    return not judged_dead

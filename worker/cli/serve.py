@@ -29,7 +29,12 @@ from worker.web.app import create_app
 def _run(settings: Settings, *, listen: bool, work: bool) -> None:
     try:
         with redis_for(settings) as redis_url:
-            asyncio.run(serve(settings, redis_url, app=create_app if listen else None, work=work))
+            healthy = asyncio.run(serve(settings, redis_url, app=create_app if listen else None, work=work))
+        if not healthy:
+            raise click.ClickException(
+                "the other workers judged this one dead (no heartbeat for five beats: it was frozen or cut "
+                "off from Redis) and handed its jobs on; exiting so that a fresh process takes its place"
+            )
     except KeyboardInterrupt:
         pass
     except OSError as exc:
