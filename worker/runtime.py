@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import signal
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from redis.asyncio import Redis
 from worker.config import Settings
 from worker.embedded_redis import EmbeddedRedis
 from worker.handover import hand_over_dead, handed_over
-from worker.heartbeat import keep_beating, new_worker_id
+from worker.heartbeat import beat, keep_beating, new_worker_id
 from worker.jobs import worker_settings
 from worker.metrics import start_worker_metrics
 
@@ -100,9 +101,12 @@ async def start(
         metrics = None if listen else await start_worker_metrics(settings)
         worker_id = new_worker_id()
         worker = Worker(**worker_settings(settings, redis_url, worker_id), handle_signals=False)
+        redis = Redis.from_url(redis_url)
+        # Registered before it takes a job: a worker that dies at any moment after has a beat to be judged
+        # by, so what it started is handed on.
+        await beat(redis, worker_id, worker, time.time(), every=settings.heartbeat_seconds)
         # arq's graceful shutdown cancels `main_task` once running jobs are done; it must be this task.
         task = worker.main_task = asyncio.create_task(worker.main())
-        redis = Redis.from_url(redis_url)
         heartbeat = asyncio.create_task(
             keep_beating(
                 redis,
