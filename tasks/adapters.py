@@ -503,11 +503,22 @@ class SalesLedger(_ApiLedger):
             changes["InvoiceCode"] = source_credit.code
         if not changes:
             return credit
+        params = {"Identifier": credit.id} | changes
         try:
-            answer = await self.call("invoice", "edit", {"Identifier": credit.id} | changes, credit.code)
+            answer = await self.call("invoice", "edit", params, credit.code)
         except PermanentError as exc:
-            holder = await self.holder(changes["InvoiceCode"]) if "InvoiceCode" in changes else None
-            if holder is not None and holder.id != credit.id:
+            if "InvoiceCode" not in changes:
+                raise
+            holder = await self.holder(changes["InvoiceCode"])
+            if holder is None:
+                # Held when the target refused, free now: its holder got its own source number in between
+                # (in another document's sync). The refused edit changed nothing: edit once more.
+                try:
+                    answer = await self.call("invoice", "edit", params, credit.code)
+                except PermanentError:
+                    raise exc from None
+                return self.document(answer)
+            if holder.id != credit.id:
                 # Another credit invoice the target numbered holds it until its own sync renumbers it.
                 raise TransientError(
                     f"{changes['InvoiceCode']} is still held in {self.name} by {holder.code} "

@@ -137,6 +137,49 @@ async def test_a_number_freed_between_the_refusal_and_the_lookup_is_added_once_m
     assert [c.applied for c in adds] == [False, True]
 
 
+async def test_a_credit_invoice_renumbered_to_a_number_freed_meanwhile_gets_it(
+    sales: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The target's `invoice credit` numbers the credit invoice from the target's own sequence; factsync then
+    gives it the source credit's number (invoice edit). That number is held by another factsync credit
+    invoice when the edit is refused ("Factuurnummer ... is al in gebruik bij een andere factuur") and free
+    by the time factsync looks (its own sync renumbered it): the edit is made once more, and the event is
+    done rather than failed."""
+    source_id = await invoice(sales, [LOW_RATE])
+    (mirror,) = by_marker(sales.target.invoices, source_id)
+    # F0002, the source's next number and so its credit invoice's, is held in the target by a credit
+    # invoice factsync made for another document and has not renumbered yet.
+    other = sales.target.add_invoice(
+        Debtor=mirror["Debtor"],
+        Status=8,
+        InvoiceCode="F0002",
+        ReferenceNumber="[factsync:hostfact:90]",
+        InvoiceLines=[{"Description": "x", "PriceExcl": "-10"}],
+    )
+    execute = sales.target.execute
+
+    def renumbered_after_the_refusal(controller: str, action: str, params: Any) -> Any:
+        try:
+            return execute(controller, action, params)
+        finally:
+            if (controller, action) == ("invoice", "edit") and other["InvoiceCode"] == "F0002":
+                sales.target.invoices[other["Identifier"]]["InvoiceCode"] = "F0091"
+
+    monkeypatch.setattr(sales.target, "execute", renumbered_after_the_refusal)
+    answer = await sales.call("invoice", "credit", Identifier=source_id)
+
+    all_done(await sales.settled())
+    assert answer["invoice"]["InvoiceCode"] == "F0002"
+    (credit,) = [r for r in sales.target.invoices.values() if r["Status"] == 8 and r is not other]
+    assert credit["InvoiceCode"] == "F0002"
+    renumbering = [
+        c.applied
+        for c in sales.target.calls
+        if (c.controller, c.action) == ("invoice", "edit") and c.params.get("InvoiceCode") == "F0002"
+    ]
+    assert renumbering == [False, True]
+
+
 # -- 2. a debtor the target lacks ---------------------------------------------------------------------------
 
 
