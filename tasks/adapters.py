@@ -13,7 +13,18 @@ from typing import Any, Final
 
 from tasks.client import ApiClient
 from tasks.errors import ApiError, PermanentError, TransientError
-from tasks.invoice import ZERO, Invoice, Line, Status, cents, money, number, percentage, quantity
+from tasks.invoice import (
+    MARKER_PREFIX,
+    ZERO,
+    Invoice,
+    Line,
+    Status,
+    cents,
+    money,
+    number,
+    percentage,
+    quantity,
+)
 from tasks.ledger import Applied, IdMap, Ledger
 from tasks.model import Route
 from tasks.plan import (
@@ -393,7 +404,7 @@ class _ApiLedger:
         return Applied(self.document(answer))
 
     def _number_taken(self, holder: Invoice, refused: PermanentError) -> ApiError:
-        if holder.status is Status.CREDIT and holder.reference.startswith("[factsync:"):
+        if _made_by_factsync(holder):
             # A credit invoice the target numbered itself, until its own sync renumbers it.
             return TransientError(
                 f"{holder.code} is held by a credit invoice factsync made; it gets its source number shortly",
@@ -519,10 +530,15 @@ class SalesLedger(_ApiLedger):
                     raise exc from None
                 return self.document(answer)
             if holder.id != credit.id:
-                # Another credit invoice the target numbered holds it until its own sync renumbers it.
+                # Another credit invoice the target numbered holds it until its own sync renumbers it. It
+                # may want the number this one holds (two credits mirrored in the other order than the
+                # source made them): this one steps aside first, so neither waits for the other forever.
+                wanted = changes["InvoiceCode"]
+                parked = f"{wanted}-factsync-{credit.id}"
+                if _made_by_factsync(holder) and credit.code != parked:
+                    await self.call("invoice", "edit", params | {"InvoiceCode": parked}, credit.code)
                 raise TransientError(
-                    f"{changes['InvoiceCode']} is still held in {self.name} by {holder.code} "
-                    f"(id {holder.id})",
+                    f"{wanted} is still held in {self.name} by {holder.code} (id {holder.id})",
                     exchange=exc.exchange,
                 ) from exc
             raise
@@ -689,6 +705,12 @@ class PurchaseLedger(_ApiLedger):
             return Applied(cancelled.mirror, credit)
         # WeFact purchase invoices have no cancelled status: the credit invoice offsets the original.
         return Applied(replace(mirror, status=Status.CANCELLED), credit, fresh=False)
+
+
+def _made_by_factsync(document: Invoice) -> bool:
+    """A credit invoice factsync had the target make (`invoice credit`), numbered from the target's own
+    sequence until its sync gives it the source credit's number."""
+    return document.status is Status.CREDIT and document.reference.startswith(MARKER_PREFIX)
 
 
 def credit_payment_note(code: str, amount: Decimal) -> str:

@@ -172,10 +172,13 @@ def lines_to_remove(source: tuple[Line, ...], mirror: tuple[Line, ...]) -> list[
     return lines_to_add(mirror, source)
 
 
+MARKER_PREFIX = "[factsync:"
+
+
 def marker(source: str, source_id: str) -> str:
     """What a mirrored document carries (in `ReferenceNumber`) so the id mapping can be rebuilt from it.
 
     Bracketed, because the API's search is a substring match: "[factsync:hostfact:1]" is not part of
     "[factsync:hostfact:12]", so a search for a marker finds that marker only.
     """
-    return f"[factsync:{source}:{source_id}]"
+    return f"{MARKER_PREFIX}{source}:{source_id}]"

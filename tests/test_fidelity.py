@@ -8,15 +8,17 @@ rules.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from redis.asyncio import Redis
 
 from tasks.audit import audit_route
 from tasks.client import ApiClient
+from tests.routes import DIALECTS
 from tests.stack import Stack, running_stack
 from worker.idmap import RedisIdMap
 from worker.store import Event
@@ -178,6 +180,43 @@ async def test_a_credit_invoice_renumbered_to_a_number_freed_meanwhile_gets_it(
         if (c.controller, c.action) == ("invoice", "edit") and c.params.get("InvoiceCode") == "F0002"
     ]
     assert renumbering == [False, True]
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_two_credits_mirrored_in_the_other_order_swap_their_numbers(
+    redis: Redis, redis_url: str, dialect: Literal["wefact", "hostfact"]
+) -> None:
+    """The source credits X (credit invoice F0003), then Y (F0004); the target's `invoice credit` for X is
+    slow, so Y's is made first and the target numbers them the other way round (Y's F0003, X's F0004), and
+    Y's renumbering is slower still. Each wants the number the other holds: one steps aside (a parking
+    number the target's own numbering ignores: class/invoice.php newInvoiceCode counts only codes with
+    digits alone after the prefix), and both end with their source numbers, every event done. (Retries as
+    patient as a production's, within seconds: the test's usual four tries end before the slow edit.)"""
+    retry = {"max_tries": 12, "base_delay": 0.1, "max_delay": 0.5, "max_span": 60}
+    async with running_stack(redis_url, target_dialect=dialect, retry=retry) as sales:
+        x = await invoice(sales, [LOW_RATE])
+        y = await invoice(sales, [LOW_RATE])
+        sales.target.faults.inject("latency", controller="invoice", action="credit", seconds=1.5, times=1)
+
+        credit_x = (await sales.call("invoice", "credit", Identifier=x))["invoice"]
+        deadline = asyncio.get_running_loop().time() + 10
+        while sales.target.count_calls("invoice", "credit") == 0:
+            assert asyncio.get_running_loop().time() < deadline, "X's credit never reached the target"
+            await asyncio.sleep(0.02)
+        # The next edit is Y's renumbering (X's sync waits on its credit): applied after X's credit is made.
+        sales.target.faults.inject("latency", controller="invoice", action="edit", seconds=3, times=1)
+        credit_y = (await sales.call("invoice", "credit", Identifier=y))["invoice"]
+
+        all_done(await sales.settled(within=30))
+        assert (credit_x["InvoiceCode"], credit_y["InvoiceCode"]) == ("F0003", "F0004")
+        applied = [
+            c for c in sales.target.calls if (c.controller, c.action) == ("invoice", "credit") and c.applied
+        ]
+        assert len(applied) == 2
+        credits = {
+            r["ReferenceNumber"]: r["InvoiceCode"] for r in sales.target.invoices.values() if r["Status"] == 8
+        }
+        assert credits == {f"[factsync:hostfact:{x}]": "F0003", f"[factsync:hostfact:{y}]": "F0004"}
 
 
 # -- 2. a debtor the target lacks ---------------------------------------------------------------------------
