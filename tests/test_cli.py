@@ -63,7 +63,7 @@ HEAVY = ("aiohttp", "tasks.client", "tasks.simulator", "worker.runtime")
     ("argv", "unused"),
     [
         (["--help"], (*HEAVY, "pydantic", "redis", "structlog")),
-        (["check"], HEAVY),
+        (["check"], (*HEAVY, "arq")),
         (["status"], HEAVY),
         (["failed", "list"], HEAVY),
     ],

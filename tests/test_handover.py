@@ -15,6 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from arq.constants import in_progress_key_prefix, job_key_prefix
 from redis.asyncio import Redis
 
 from tests.conftest import make_settings
@@ -81,6 +82,10 @@ async def _a_worker_died_mid_sync(redis: Redis) -> DeadWorkersState:
     await _beat(redis, DEAD, ago=10 * EVERY)
     await _beat(redis, LIVE, ago=0)
     return DeadWorkersState(sync_job, fan_out_job, watch_job)
+
+
+def test_the_arq_key_prefixes_factsync_spells_out_are_arqs() -> None:
+    assert (keys.ARQ_JOB_PREFIX, keys.ARQ_IN_PROGRESS_PREFIX) == (job_key_prefix, in_progress_key_prefix)
 
 
 async def test_a_dead_workers_jobs_and_leases_are_freed_and_its_document_synced_at_once(redis: Redis) -> None:

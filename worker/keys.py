@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from arq.constants import in_progress_key_prefix, job_key_prefix
+# arq's own key prefixes (arq.constants), spelt out: importing arq for two strings would cost every health
+# check arq's worker, cron and connection modules. tests/test_handover.py holds them equal to arq's.
+ARQ_JOB_PREFIX = "arq:job:"
+ARQ_IN_PROGRESS_PREFIX = "arq:in-progress:"
 
 PREFIX = "factsync"
 
@@ -60,12 +63,12 @@ def lock(route: str, document: str) -> str:
 
 def job(job_id: str) -> str:
     """arq's key for a queued job's body."""
-    return job_key_prefix + job_id
+    return ARQ_JOB_PREFIX + job_id
 
 
 def in_progress(job_id: str) -> str:
     """arq's key for a job a worker has started: no other worker starts the job while it exists."""
-    return in_progress_key_prefix + job_id
+    return ARQ_IN_PROGRESS_PREFIX + job_id
 
 
 def rate(administration: str) -> str:
