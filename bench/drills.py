@@ -400,7 +400,10 @@ async def drill_handover(args: argparse.Namespace, workdir: Path) -> dict[str, A
         run_dir = workdir / mode
         run_dir.mkdir()
         extra = f"lease_seconds = 60\nheartbeat_seconds = {args.heartbeat}"
-        async with drill(run_dir, workers=args.workers, job_timeout=120, extra=extra) as d:
+        # Retries that outlast a hand-over (a mirror waiting for a dead worker's document, say), as the
+        # default policy does, without the default's minutes-long late backoffs inflating the tail.
+        retry = {"max_tries": 12, "base_delay": 0.5, "max_delay": 4.0, "max_span": 300}
+        async with drill(run_dir, workers=args.workers, job_timeout=120, retry=retry, extra=extra) as d:
             rng = random.Random(5)
             kills = 0
             await _registered(d, args.workers)
