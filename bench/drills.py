@@ -390,9 +390,10 @@ async def _busy_workers(d: Drill) -> list[Any]:
 
 
 async def drill_handover(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """The same workload three times, each on a fresh stack with the default job timeout and lease: no kill;
+    """The same workload four times, each on a fresh stack with the default job timeout and lease: no kill;
     one worker SIGKILLed --kill-after s into the run; one SIGKILLed every --kill-every s while the workload
-    runs. Each victim is a worker running a job at that moment; a process manager restarts it at once.
+    runs; one SIGKILLed right after the last hook (at-end, the worst moment). Each victim is a worker
+    running a job at that moment; a process manager restarts it at once.
     Measured: seconds from the last hook to target = source (the tail), and the tail a kill adds to the run
     without one (issue 13's goal: at most 20 s)."""
     runs: dict[str, dict[str, Any]] = {}
@@ -409,7 +410,18 @@ async def drill_handover(args: argparse.Namespace, workdir: Path) -> dict[str, A
             await _registered(d, args.workers)
             begun = time.monotonic()
             work = asyncio.create_task(workload(d, args.invoices, args.users))
-            if mode != "none":
+            if mode == "at-end":
+                # The worst moment: right after the last hook, a worker holding documents dies.
+                await work
+                for _ in range(500):
+                    busy = await _busy_workers(d)
+                    if busy:
+                        d.pool.kill(busy[0])
+                        kills += 1
+                        d.supervise()
+                        break
+                    await asyncio.sleep(0.01)
+            elif mode != "none":
                 await asyncio.sleep(args.kill_after)
                 while not work.done():
                     busy = await _busy_workers(d)
@@ -883,7 +895,11 @@ def main() -> int:
         "--kill-after", type=float, default=3.0, help="handover: seconds into the run of the (first) kill"
     )
     parser.add_argument("--heartbeat", type=float, default=2.0, help="handover: heartbeat_seconds")
-    parser.add_argument("--modes", default="none,once,repeated", help="handover: which runs")
+    parser.add_argument(
+        "--modes",
+        default="none,once,repeated,at-end",
+        help="handover: which runs (at-end: a kill right after the last hook)",
+    )
     parser.add_argument(
         "--redis-after", type=float, default=4.0, help="seconds of work before/after each stop"
     )
