@@ -11,7 +11,10 @@ import time
 import uuid
 from typing import Any
 
+from arq.connections import ArqRedis
 from arq.jobs import serialize_job
+
+from worker import keys, redisio
 
 FAN_OUT = "fan_out"
 SYNC = "sync_document"
@@ -24,6 +27,19 @@ def job_serializer(obj: Any) -> bytes:
 
 def job_deserializer(data: bytes) -> Any:
     return json.loads(data)
+
+
+def arq_redis(redis_url: str, *, retry_for: float) -> ArqRedis:
+    """The worker's client for arq, made by worker.redisio like every other.
+
+    Not arq's RedisSettings: for a Sentinel group it reaches the sentinels without TLS or a password, and
+    a lost connection ends arq's poll loop (and the worker process); this client waits out a failover.
+    """
+    pool = redisio.connect(redis_url, retry_for=retry_for, client_class=ArqRedis)
+    pool.job_serializer = job_serializer
+    pool.job_deserializer = job_deserializer
+    pool.default_queue_name = keys.QUEUE
+    return pool
 
 
 def now_ms() -> int:

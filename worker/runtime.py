@@ -18,6 +18,7 @@ from worker.embedded_redis import EmbeddedRedis
 from worker.heartbeat import keep_beating, new_worker_id
 from worker.jobs import worker_settings
 from worker.metrics import start_worker_metrics
+from worker.redisio import connect
 
 log = structlog.get_logger(__name__)
 
@@ -99,7 +100,7 @@ async def start(
         worker = Worker(**worker_settings(settings, redis_url), handle_signals=False)
         # arq's graceful shutdown cancels `main_task` once running jobs are done; it must be this task.
         task = worker.main_task = asyncio.create_task(worker.main())
-        redis = Redis.from_url(redis_url)
+        redis = connect(redis_url, retry_for=settings.redis_reconnect_seconds)
         worker_id = new_worker_id()
         heartbeat = asyncio.create_task(keep_beating(redis, worker_id, worker))
         log.info("worker.started", queue=worker.queue_name, max_jobs=settings.max_jobs, worker_id=worker_id)
