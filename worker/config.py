@@ -177,6 +177,11 @@ class Settings(BaseSettings):
     # How long a worker keeps trying a Redis command that found no primary (a failover under way, Redis
     # restarting) before the command fails; the listener does not wait, it answers 503.
     redis_reconnect_seconds: float = Field(default=120.0, gt=0)
+    # A hook is acknowledged (202) only once this many replicas have it (Redis WAIT), so a failover to a
+    # replica cannot lose it; not confirmed within redis_wait_timeout, the listener answers 503 and
+    # hooks.php spools it. 0: no waiting (one Redis server, or a loss of the last writes accepted).
+    redis_wait_replicas: int = Field(default=0, ge=0)
+    redis_wait_timeout: float = Field(default=0.5, gt=0)
     data_dir: Path = Path("var")
     listen_host: str = "127.0.0.1"
     listen_port: int = Field(default=8080, ge=0, le=65535)

@@ -30,6 +30,7 @@ import inspect
 import re
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, overload
@@ -258,7 +259,7 @@ class RetryFor(Retry):
     """redis-py's Retry bounded in time rather than in tries, and at least one more try.
 
     redis-py nests retries (a command's around its connection's connect, a Sentinel connection's around
-    asking the sentinels), so each counts from its own start: the nested ones end with the outer one.
+    asking the sentinels): a nested one ends with the one around it.
     A wrong password or a refused ACL user is not retried.
     """
 
@@ -273,19 +274,30 @@ class RetryFor(Retry):
     async def call_with_retry(self, do: Callable[[], Awaitable[T]], fail: Callable[[RedisError], Any]) -> T:
         self._backoff.reset()  # type: ignore[no-untyped-call]
         deadline = time.monotonic() + self._seconds
-        failures = 0
-        while True:
-            try:
-                return await do()
-            except self._supported_errors as error:
-                failures += 1
-                await fail(error)
-                if isinstance(error, AuthenticationError | AuthorizationError):
-                    raise
-                left = deadline - time.monotonic()
-                if failures > 1 and left <= 0:
-                    raise
-                await asyncio.sleep(max(0.0, min(self._backoff.compute(failures), left)))
+        outer = _retry_deadline.get()
+        if outer is not None:
+            deadline = min(deadline, outer)
+        token = _retry_deadline.set(deadline)
+        try:
+            failures = 0
+            while True:
+                try:
+                    return await do()
+                except self._supported_errors as error:
+                    failures += 1
+                    await fail(error)
+                    if isinstance(error, AuthenticationError | AuthorizationError):
+                        raise
+                    left = deadline - time.monotonic()
+                    if failures > 1 and left <= 0:
+                        raise
+                    await asyncio.sleep(max(0.0, min(self._backoff.compute(failures), left)))
+        finally:
+            _retry_deadline.reset(token)
+
+
+# The deadline of the retry a nested one runs inside (in the same task): it ends no later.
+_retry_deadline: ContextVar[float | None] = ContextVar("factsync_redis_retry_deadline", default=None)
 
 
 class _SentinelPool(SentinelConnectionPool):
