@@ -228,6 +228,10 @@ return status
 """
 
 
+# With redis_wait_replicas: how long after the answer's latest moment an event's fan-out is due.
+AFTER_THE_ANSWER_MS = 1000
+
+
 class NotReplicated(RedisError):
     """The event is on the primary but not yet on `redis_wait_replicas` replicas: a failover now could
     lose it, so it is not acknowledged (the listener answers 503; a resend finds it, or records it again)."""
@@ -314,10 +318,10 @@ class EventStore:
             keys.job(job_id),
             keys.QUEUE,
         ]
-        # Waiting for replicas, the fan-out is due once the listener has answered: a worker that read the
-        # invoice while HostFact still waits for the hook would find its row uncommitted (HostFact fires
-        # hooks inside the request), and a WAIT that times out takes that long.
-        due = score + (self.wait_timeout_ms if self.wait_replicas else 0)
+        # Waiting for replicas, the fan-out is due a second after the listener has answered: a worker that
+        # read the invoice while HostFact still waits for the hook would find its row uncommitted (HostFact
+        # fires hooks inside the request), and a WAIT that times out takes wait_timeout to answer.
+        due = score + (self.wait_timeout_ms + AFTER_THE_ANSWER_MS if self.wait_replicas else 0)
         args: list[str | bytes | int] = [
             event_id,
             self.dedup_ttl,
