@@ -11,8 +11,10 @@ import time
 import uuid
 from typing import Any
 
+import arq.worker
 from arq.connections import ArqRedis
 from arq.jobs import serialize_job
+from redis.exceptions import WatchError
 
 from worker import keys, redisio
 
@@ -40,6 +42,20 @@ def arq_redis(redis_url: str, *, retry_for: float) -> ArqRedis:
     pool.job_deserializer = job_deserializer
     pool.default_queue_name = keys.QUEUE
     return pool
+
+
+class Worker(arq.worker.Worker):
+    """arq's worker, riding out a connection lost while it picks up a job."""
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        try:
+            await super().start_jobs(job_ids)
+        except WatchError:
+            # A connection lost while arq watched a job's in-progress key (redis-py raises WatchError
+            # then), after arq took a slot for the job and before it caught anything: give the slot back.
+            # The job stays queued and is picked up at a next poll; uncaught, this ends the worker.
+            self.job_counter -= 1
+            self.sem.release()
 
 
 def now_ms() -> int:

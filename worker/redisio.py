@@ -268,7 +268,14 @@ class RetryFor(Retry):
     def __init__(self, seconds: float) -> None:
         # Half to all of 0.05, 0.1, 0.2, ... 1 s between tries: quick for a closed connection, and many
         # workers do not hit a new primary in step.
-        super().__init__(EqualJitterBackoff(cap=1.0, base=0.05), retries=-1)
+        # OSError and asyncio's TimeoutError: what opening a connection raises before redis-py makes it a
+        # ConnectionError, outside the command's retry when the pool opens a new connection for it.
+        errors = (ConnectionError, TimeoutError, OSError, asyncio.TimeoutError)
+        super().__init__(
+            EqualJitterBackoff(cap=1.0, base=0.05),
+            retries=-1,
+            supported_errors=errors,  # type: ignore[arg-type]  # annotated RedisError; any exception works
+        )
         self._seconds = seconds
 
     async def call_with_retry(self, do: Callable[[], Awaitable[T]], fail: Callable[[RedisError], Any]) -> T:

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
-from arq.worker import Worker
 from redis.asyncio import Redis
 
 from worker.config import Settings
@@ -18,6 +17,7 @@ from worker.embedded_redis import EmbeddedRedis
 from worker.heartbeat import keep_beating, new_worker_id
 from worker.jobs import worker_settings
 from worker.metrics import start_worker_metrics
+from worker.queue import Worker  # arq's, riding out a lost connection
 from worker.redisio import connect
 
 log = structlog.get_logger(__name__)
