@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any, TypeVar, overload
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import EqualJitterBackoff
@@ -268,14 +269,7 @@ class RetryFor(Retry):
     def __init__(self, seconds: float) -> None:
         # Half to all of 0.05, 0.1, 0.2, ... 1 s between tries: quick for a closed connection, and many
         # workers do not hit a new primary in step.
-        # OSError and asyncio's TimeoutError: what opening a connection raises before redis-py makes it a
-        # ConnectionError, outside the command's retry when the pool opens a new connection for it.
-        errors = (ConnectionError, TimeoutError, OSError, asyncio.TimeoutError)
-        super().__init__(
-            EqualJitterBackoff(cap=1.0, base=0.05),
-            retries=-1,
-            supported_errors=errors,  # type: ignore[arg-type]  # annotated RedisError; any exception works
-        )
+        super().__init__(EqualJitterBackoff(cap=1.0, base=0.05), retries=-1)
         self._seconds = seconds
 
     async def call_with_retry(self, do: Callable[[], Awaitable[T]], fail: Callable[[RedisError], Any]) -> T:
@@ -305,6 +299,29 @@ class RetryFor(Retry):
 
 # The deadline of the retry a nested one runs inside (in the same task): it ends no later.
 _retry_deadline: ContextVar[float | None] = ContextVar("factsync_redis_retry_deadline", default=None)
+
+
+class _Reconnecting:
+    """A connection to one address that tries again to connect, as a Sentinel one does (asking the
+    sentinels each time): the pool opens a new connection outside the command's retry, and redis-py tries
+    that only once."""
+
+    retry: Retry
+
+    async def connect(self) -> None:
+        await self.retry.call_with_retry(super().connect, lambda error: asyncio.sleep(0))  # type: ignore[misc]
+
+
+class _TcpConnection(_Reconnecting, Connection):
+    pass
+
+
+class _TlsConnection(_Reconnecting, SSLConnection):
+    pass
+
+
+class _UnixConnection(_Reconnecting, UnixDomainSocketConnection):
+    pass
 
 
 class _SentinelPool(SentinelConnectionPool):
@@ -358,13 +375,19 @@ def connect(
         # sentinels (or the DNS name of a managed service) for the primary again.
         "retry_on_error": [ConnectionError, TimeoutError, ReadOnlyError],
     }
-    if address.tls is not None:
-        kwargs |= {"ssl": True, **address.tls}
     if address.socket_path is not None:
-        return client_class(unix_socket_path=address.socket_path, **kwargs)
+        pool = ConnectionPool(connection_class=_UnixConnection, path=address.socket_path, **kwargs)
+        return client_class.from_pool(pool)
     if address.service is None:
         host, port = address.hosts[0]
-        return client_class(host=host, port=port, **kwargs)
+        connection_class: type[Connection] = _TcpConnection
+        if address.tls is not None:
+            connection_class = _TlsConnection
+            kwargs |= address.tls
+        pool = ConnectionPool(connection_class=connection_class, host=host, port=port, **kwargs)
+        return client_class.from_pool(pool)
+    if address.tls is not None:
+        kwargs |= {"ssl": True, **address.tls}
     sentinel_kwargs: dict[str, Any] = {
         "socket_connect_timeout": connect_timeout,
         "socket_timeout": timeout,
