@@ -218,22 +218,28 @@ async def drill(
     appendfsync: str = "everysec",
     ban_pause: float = 5,
     hooks_url: str | None = None,
+    group: Any = None,
     **config: Any,
 ) -> AsyncIterator[Drill]:
     """The stack; hooks_url sends the simulated HostFact's hooks elsewhere than the listener. The listener
-    runs in this process as ``Drill.listener``; a drill may stop it and put a new one there."""
-    from redis.asyncio import Redis
-
+    runs in this process as ``Drill.listener``; a drill may stop it and put a new one there. ``group``: a
+    tests.redis_group.SentinelGroup (not started) to use instead of one embedded Redis."""
     from tasks.client import ApiClient
     from tasks.simulator import SimAdministration, run_simulator
     from tests.ledgers import trace_payments
+    from worker import redisio
     from worker.config import Settings
     from worker.embedded_redis import EmbeddedRedis, free_port
     from worker.runtime import start
     from worker.store import EventStore
     from worker.web.app import create_app
 
-    server = EmbeddedRedis(workdir / "redis", appendfsync=appendfsync).start()
+    server = (
+        group.start()
+        if group is not None
+        else EmbeddedRedis(workdir / "redis", appendfsync=appendfsync).start()
+    )
+    url = server.url
     port = free_port()
     source = SimAdministration(
         "hostfact",
@@ -250,14 +256,15 @@ async def drill(
             cfg = workdir / "drill.toml"
             cfg.write_text(
                 config_text(
-                    server.url, sim.api_url("hostfact"), sim.api_url("target"), ban_pause=ban_pause, **config
+                    url, sim.api_url("hostfact"), sim.api_url("target"), ban_pause=ban_pause, **config
                 )
             )
             from worker.config import load_settings
 
             settings: Settings = load_settings(cfg, listen_port=port)
-            listener = await start(settings, server.url, app=create_app, work=False)
-            redis = Redis.from_url(server.url)
+            listener = await start(settings, url, app=create_app, work=False)
+            # The drill's own reads ride out a restart or a failover as the workers do.
+            redis = redisio.connect(url, retry_for=30)
             store = EventStore(redis, dedup_ttl=settings.dedup_ttl, job_expiry_ms=settings.job_expiry_ms)
             pool = WorkerPool(cfg, workdir / "workers.log")
             pool.start(workers)
@@ -852,6 +859,103 @@ async def drill_listener_down(args: argparse.Namespace, workdir: Path) -> dict[s
         }
 
 
+# -- Redis failover: a Sentinel group loses its primary mid-run ---------------------------------------------
+
+
+async def drill_failover(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """A primary, a replica and three sentinels on 127.0.0.1 (tests/redis_group.py); hooks at a steady
+    pace; the primary SIGKILLed mid-run, the sentinels promote the replica; the old primary comes back
+    --back-after seconds later (the sentinels make it a replica). The listener's answers all along, its
+    readiness (/readyz every 50 ms), worker processes that exited, and the books at the end."""
+    from collections import Counter
+
+    import aiohttp
+
+    from tests.redis_group import SentinelGroup
+
+    group = SentinelGroup(workdir / "redis", down_after_ms=args.down_after_ms, appendfsync="everysec")
+    wait = f"redis_wait_replicas = {args.wait_replicas}\nredis_wait_timeout = {args.wait_timeout}"
+    async with drill(workdir, workers=args.workers, group=group, extra=wait) as d:
+        ready: list[tuple[float, int]] = []
+        stop_probe, stop_work = asyncio.Event(), asyncio.Event()
+
+        async def probe() -> None:
+            url = f"http://127.0.0.1:{d.settings.listen_port}/readyz"
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
+                while not stop_probe.is_set():
+                    try:
+                        async with session.get(url) as r:
+                            ready.append((time.monotonic(), r.status))
+                    except (aiohttp.ClientError, TimeoutError):
+                        ready.append((time.monotonic(), 0))
+                    await asyncio.sleep(0.05)
+
+        probing = asyncio.create_task(probe())
+        work = asyncio.create_task(paced_workload(d, stop_work, args.invoice_rate))
+        await asyncio.sleep(args.up_seconds)
+        fired_before = len(d.source.hooks_fired)
+        old = group.kill_primary()
+        killed_at = time.monotonic()
+        switch_s = await group.failed_over(old, within=60)
+        await asyncio.sleep(max(0.0, args.back_after - (time.monotonic() - killed_at)))
+        group.restart(old)
+        back_at = time.monotonic()
+        await asyncio.sleep(args.up_seconds)
+        stop_work.set()
+        counts = await work
+        await d.sim.drain_hooks()
+        fired_during = len(d.source.hooks_fired) - fired_before
+        stop_probe.set()
+        await probing
+
+        answers = Counter(str(h.http_status or h.error or "none").split(":")[0] for h in d.source.hooks_fired)
+        not_ready = [t for t, status in ready if t >= killed_at and status != 200]
+        ready_again = next(
+            (t for t, status in ready if t > (not_ready[-1] if not_ready else killed_at)), None
+        )
+        exited = [n for n in d.notes if "exited by itself" in n]
+        result = await d.verdict(within=args.settle)
+        events = [await d.store.get(i) for i in await d.store.ids(limit=1_000_000)]
+        fired_keys = Counter((h.action, str(h.data.get("id"))) for h in d.source.hooks_fired)
+        event_keys = Counter((e.action, str(e.payload.get("id"))) for e in events if e)
+        ids = Counter(e.webhook_id for e in events if e)
+        figures = {
+            "hooks_fired": len(d.source.hooks_fired),
+            "hooks_fired_after_the_kill": fired_during,
+            "listener_answers": dict(answers),
+            "answers_5xx_other_than_503": sum(
+                n
+                for status, n in answers.items()
+                if status.isdigit() and int(status) >= 500 and status != "503"
+            ),
+            "sentinels_switched_after_s": round(switch_s, 2),
+            "listener_not_ready_s": round((ready_again or killed_at) - killed_at, 2),
+            "readyz_answers_after_kill": dict(Counter(s for t, s in ready if t >= killed_at)),
+            "old_primary_back_after_s": round(back_at - killed_at, 2),
+            "worker_processes_exited": len(exited),
+            "events_lost_vs_hooks": sum((fired_keys - event_keys).values()),
+            "events_doubled_vs_hooks": sum((event_keys - fired_keys).values()),
+            "duplicate_webhook_ids": sum(c - 1 for c in ids.values() if c > 1),
+        }
+        ok = (
+            result["PASS"]
+            and figures["answers_5xx_other_than_503"] == 0
+            and not exited
+            and figures["events_lost_vs_hooks"] == 0
+            and figures["events_doubled_vs_hooks"] == 0
+            and figures["duplicate_webhook_ids"] == 0
+        )
+        return {
+            "drill": "failover",
+            "wait_replicas": args.wait_replicas,
+            "invoices": counts["invoices"],
+            "workload_api_errors": counts["api_errors"],
+            **figures,
+            **result,
+            "PASS": ok,
+        }
+
+
 DRILLS = {
     "kill": drill_kill,
     "handover": drill_handover,
@@ -859,6 +963,7 @@ DRILLS = {
     "faults": drill_faults,
     "backlog": drill_backlog,
     "listener-down": drill_listener_down,
+    "failover": drill_failover,
 }
 
 
@@ -882,7 +987,7 @@ def main() -> int:
     parser.add_argument(
         "--drill",
         default="all",
-        help="kill, handover, redis, faults, backlog, listener-down, comma-separated, or all",
+        help="kill, handover, redis, faults, backlog, listener-down, failover, comma-separated, or all",
     )
     parser.add_argument(
         "--invoices", type=int, default=300, help="invoices in the workload (~3.5 events each)"
@@ -917,6 +1022,19 @@ def main() -> int:
     parser.add_argument(
         "--hooks-per-request", type=int, default=4, help="listener-down: hooks per php-cli process at most"
     )
+    parser.add_argument(
+        "--down-after-ms",
+        type=int,
+        default=1000,
+        help="failover: the sentinels' down-after-milliseconds (Redis's default is 30000)",
+    )
+    parser.add_argument(
+        "--back-after", type=float, default=10.0, help="failover: seconds until the old primary comes back"
+    )
+    parser.add_argument(
+        "--wait-replicas", type=int, default=1, help="failover: redis_wait_replicas (0: answer without WAIT)"
+    )
+    parser.add_argument("--wait-timeout", type=float, default=0.5, help="failover: redis_wait_timeout")
     parser.add_argument("--settle", type=float, default=240.0, help="seconds allowed to settle")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import HOOK_SECRET
+from worker import redisio
 from worker.config import ConfigError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,6 +145,68 @@ def test_a_secret_never_appears_in_the_error(tmp_path: Path) -> None:
 def test_the_redis_password_is_a_secret_the_logs_blank(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, 'redis_url = "redis://:s3cr3t-redis-pw@redis:6379/0"\n' + GOOD))
     assert "s3cr3t-redis-pw" in settings.secrets()
+
+
+def test_a_sentinel_groups_url_is_read_with_its_sentinels_service_and_passwords(tmp_path: Path) -> None:
+    url = (
+        "redis+sentinel://factsync:s3cr3t%40pw@10.0.0.1,10.0.0.2:26380,[::1]/billing/2"
+        "?sentinel_password=sentinel-pw"
+    )
+    settings = load_settings(write(tmp_path, f'redis_url = "{url}"\n' + GOOD))
+    address = redisio.parse(url)
+    assert address.hosts == (("10.0.0.1", 26379), ("10.0.0.2", 26380), ("::1", 26379))
+    assert (address.service, address.db, address.username) == ("billing", 2, "factsync")
+    assert address.password == "s3cr3t@pw" and address.sentinel_auth == {"password": "sentinel-pw"}
+    # Both passwords, and the one as the URL writes it, are blanked wherever they would appear.
+    assert {"s3cr3t@pw", "s3cr3t%40pw", "sentinel-pw"} <= set(settings.secrets())
+    assert (
+        address.describe()
+        == "redis+sentinel://factsync:***@10.0.0.1:26379,10.0.0.2:26380,[::1]:26379/billing/2"
+    )
+    assert "pw" not in repr(address)
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://:pw-1@redis:6379/0", "scheme http:// is not one factsync knows"),
+        (
+            "redis://:pw-1@a:6379,b:6379/0",
+            "names several hosts: that is a Sentinel group, write redis+sentinel://",
+        ),
+        ("redis+sentinel://:pw-1@a:26379,b:26379", "names no service"),
+        ("redis+sentinel://:pw-1@a/billing/x", "database 'x' is not a number"),
+        ("redis://:pw-1@redis:80000/0", "port '80000' of host redis is not a port number"),
+        ("redis://:pw-1@redis/0?ssl_ca_certs=/etc/ca.pem", "option 'ssl_ca_certs' is for TLS: use rediss://"),
+        (
+            "rediss://:pw-1@redis/0?ssl_ca_certs=/no/such/ca.pem",
+            "option ssl_ca_certs: no file at /no/such/ca.pem",
+        ),
+        ("rediss://:pw-1@redis/0?ssl_cert_reqs=maybe", "option ssl_cert_reqs is 'maybe'"),
+        (
+            "redis://:pw-1@redis/0?sentinel_password=x",
+            "option 'sentinel_password' is for redis+sentinel:// only",
+        ),
+        ("redis://:pw-1@redis/0?retries=3", "option 'retries' is not one factsync knows"),
+        (
+            "redis://:pw#1@redis/0",
+            "has a '#', or an '@' after the host: a password with '/', '?' or '#' must be written %2F",
+        ),
+        (
+            "redis://u:pw/1@redis/0",
+            "has a '#', or an '@' after the host: a password with '/', '?' or '#' must be written %2F",
+        ),
+    ],
+)
+def test_a_redis_url_factsync_cannot_use_is_refused_by_name_without_its_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, says: str
+) -> None:
+    monkeypatch.setenv("FACTSYNC_REDIS_URL", url)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, GOOD))
+    message = str(caught.value)
+    assert f"FACTSYNC_REDIS_URL (environment, redis_url): {says}" in message
+    assert "pw-1" not in message and "pw" not in message.split("redis_url):")[1]
 
 
 def test_a_misspelt_key_gets_a_did_you_mean(tmp_path: Path) -> None:

@@ -12,9 +12,17 @@ import re
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,6 +33,7 @@ from standardwebhooks import Webhook
 
 from tasks.model import Administration, LedgerKind, Route
 from tasks.protocol import Dialect
+from worker import redisio
 
 CONFIG_ENV = "FACTSYNC_CONFIG"
 DEFAULT_CONFIG = Path("factsync.toml")
@@ -162,8 +171,17 @@ class Settings(BaseSettings):
         env_prefix="FACTSYNC_", env_nested_delimiter="__", extra="forbid", validate_default=True
     )
 
-    # None: factsync starts an embedded Redis server with AOF in `data_dir`.
+    # None: factsync starts an embedded Redis server with AOF in `data_dir`. The forms (a server, TLS, an
+    # ACL user, a Sentinel group) are in worker/redisio.py and deploy/README.md.
     redis_url: str | None = None
+    # How long a worker keeps trying a Redis command that found no primary (a failover under way, Redis
+    # restarting) before the command fails; the listener does not wait, it answers 503.
+    redis_reconnect_seconds: float = Field(default=120.0, gt=0)
+    # A hook is acknowledged (202) only once this many replicas have it (Redis WAIT), so a failover to a
+    # replica cannot lose it; not confirmed within redis_wait_timeout, the listener answers 503 and
+    # hooks.php spools it. 0: no waiting (one Redis server, or a loss of the last writes accepted).
+    redis_wait_replicas: int = Field(default=0, ge=0)
+    redis_wait_timeout: float = Field(default=0.5, gt=0)
     data_dir: Path = Path("var")
     listen_host: str = "127.0.0.1"
     listen_port: int = Field(default=8080, ge=0, le=65535)
@@ -210,6 +228,13 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_is_usable(cls, url: str | None) -> str | None:
+        if url is not None:
+            redisio.parse(url)  # a ValueError that names what is wrong, never the password
+        return url
+
     @model_validator(mode="after")
     def _routes_name_known_administrations(self) -> Settings:
         for name, route in self.routes.items():
@@ -246,10 +271,7 @@ class Settings(BaseSettings):
         for secret in (self.dashboard.token, self.dashboard.password):
             if secret is not None:
                 values.append(secret.get_secret_value())
-        if self.redis_url:
-            password = urlsplit(self.redis_url).password
-            if password:
-                values.append(password)
+        values += redisio.secrets_in(self.redis_url)
         return values
 
     def missing_secrets(self) -> list[str]:

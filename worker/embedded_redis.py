@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -53,7 +54,13 @@ class EmbeddedRedis:
     """``with EmbeddedRedis(data_dir) as server: server.url`` runs redis-server on a free local port."""
 
     def __init__(
-        self, data_dir: Path, *, port: int = 0, appendfsync: str = "everysec", maxmemory: str = "0"
+        self,
+        data_dir: Path,
+        *,
+        port: int = 0,
+        appendfsync: str = "everysec",
+        maxmemory: str = "0",
+        extra: Sequence[str] = (),
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
@@ -61,6 +68,8 @@ class EmbeddedRedis:
         # "0": no limit (the embedded default serves one machine); deploy/redis.conf sets one below the
         # container's memory, so that a full Redis refuses writes instead of being killed.
         self.maxmemory = maxmemory
+        # More configuration lines (a replica's `replicaof`, in the failover drill).
+        self.extra = tuple(extra)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -84,6 +93,7 @@ class EmbeddedRedis:
                     "daemonize no",
                     "logfile redis.log",
                     "protected-mode yes",
+                    *self.extra,
                     "",
                 ]
             )

@@ -17,7 +17,6 @@ from typing import Any
 
 import structlog
 from arq import Retry
-from arq.connections import RedisSettings
 from arq.worker import func
 
 from tasks import credits
@@ -40,7 +39,7 @@ from worker.metrics import (
     observe_api_call,
     observe_limit,
 )
-from worker.queue import FAN_OUT, SYNC, job_deserializer, job_serializer
+from worker.queue import FAN_OUT, SYNC, arq_redis, job_deserializer, job_serializer
 from worker.ratelimit import SharedRateLimit
 from worker.redisio import done as redis_done
 from worker.retry import backoff, give_up_reason
@@ -340,7 +339,7 @@ def worker_settings(settings: Settings, redis_url: str, worker_id: str) -> dict[
             func(fan_out, name=FAN_OUT, timeout=min(30, settings.job_timeout), max_tries=backstop),
             func(sync_document, name=SYNC, timeout=settings.job_timeout, max_tries=backstop),
         ],
-        "redis_settings": RedisSettings.from_dsn(redis_url),
+        "redis_pool": arq_redis(redis_url, retry_for=settings.redis_reconnect_seconds),
         "queue_name": keys.QUEUE,
         "poll_delay": settings.poll_delay,
         "max_jobs": settings.max_jobs,

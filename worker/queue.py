@@ -11,7 +11,12 @@ import time
 import uuid
 from typing import Any
 
+import arq.worker
+from arq.connections import ArqRedis
 from arq.jobs import SerializationError, deserialize_job_raw, serialize_job
+from redis.exceptions import WatchError
+
+from worker import keys, redisio
 
 FAN_OUT = "fan_out"
 SYNC = "sync_document"
@@ -24,6 +29,33 @@ def job_serializer(obj: Any) -> bytes:
 
 def job_deserializer(data: bytes) -> Any:
     return json.loads(data)
+
+
+def arq_redis(redis_url: str, *, retry_for: float) -> ArqRedis:
+    """The worker's client for arq, made by worker.redisio like every other.
+
+    Not arq's RedisSettings: for a Sentinel group it reaches the sentinels without TLS or a password, and
+    a lost connection ends arq's poll loop (and the worker process); this client waits out a failover.
+    """
+    pool = redisio.connect(redis_url, retry_for=retry_for, client_class=ArqRedis)
+    pool.job_serializer = job_serializer
+    pool.job_deserializer = job_deserializer
+    pool.default_queue_name = keys.QUEUE
+    return pool
+
+
+class Worker(arq.worker.Worker):
+    """arq's worker, riding out a connection lost while it picks up a job."""
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        try:
+            await super().start_jobs(job_ids)
+        except WatchError:
+            # A connection lost while arq watched a job's in-progress key (redis-py raises WatchError
+            # then), after arq took a slot for the job and before it caught anything: give the slot back.
+            # The job stays queued and is picked up at a next poll; uncaught, this ends the worker.
+            self.job_counter -= 1
+            self.sem.release()
 
 
 def now_ms() -> int:

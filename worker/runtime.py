@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
-from arq.worker import Worker
 from redis.asyncio import Redis
 
 from worker.config import Settings
@@ -21,6 +20,8 @@ from worker.handover import hand_over_dead, handed_over
 from worker.heartbeat import beat, keep_beating, new_worker_id
 from worker.jobs import worker_settings
 from worker.metrics import start_worker_metrics
+from worker.queue import Worker  # arq's, riding out a lost connection
+from worker.redisio import connect
 
 log = structlog.get_logger(__name__)
 
@@ -101,7 +102,7 @@ async def start(
         metrics = None if listen else await start_worker_metrics(settings)
         worker_id = new_worker_id()
         worker = Worker(**worker_settings(settings, redis_url, worker_id), handle_signals=False)
-        redis = Redis.from_url(redis_url)
+        redis = connect(redis_url, retry_for=settings.redis_reconnect_seconds)
         # Registered before it takes a job: a worker that dies at any moment after has a beat to be judged
         # by, so what it started is handed on.
         await beat(redis, worker_id, worker, time.time(), every=settings.heartbeat_seconds)

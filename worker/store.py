@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from worker import keys
 from worker.config import Settings
@@ -227,18 +228,43 @@ return status
 """
 
 
+# With redis_wait_replicas: how long after the answer's latest moment an event's fan-out is due.
+AFTER_THE_ANSWER_MS = 1000
+
+
+class NotReplicated(RedisError):
+    """The event is on the primary but not yet on `redis_wait_replicas` replicas: a failover now could
+    lose it, so it is not acknowledged (the listener answers 503; a resend finds it, or records it again)."""
+
+
 class EventStore:
     """Events, their statuses and the failed store, in Redis."""
 
     @classmethod
     def for_settings(cls, redis: Redis, settings: Settings) -> EventStore:
         """The store with the configured dedup window and job expiry: the way the runtime builds one."""
-        return cls(redis, dedup_ttl=settings.dedup_ttl, job_expiry_ms=settings.job_expiry_ms)
+        return cls(
+            redis,
+            dedup_ttl=settings.dedup_ttl,
+            job_expiry_ms=settings.job_expiry_ms,
+            wait_replicas=settings.redis_wait_replicas,
+            wait_timeout_ms=int(settings.redis_wait_timeout * 1000),
+        )
 
-    def __init__(self, redis: Redis, *, dedup_ttl: int, job_expiry_ms: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        dedup_ttl: int,
+        job_expiry_ms: int,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 500,
+    ) -> None:
         self.redis = redis
         self.dedup_ttl = dedup_ttl
         self.job_expiry_ms = job_expiry_ms
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         self._accept = redis.register_script(_ACCEPT)
         self._set_status = redis.register_script(_SET_STATUS)
         self._record_outcome = redis.register_script(_RECORD_OUTCOME)
@@ -284,17 +310,43 @@ class EventStore:
         if problems:
             fields["problems"] = json.dumps(list(problems))
         flat = [item for pair in fields.items() for item in pair]
-        result = await self._accept(
-            keys=[
-                keys.webhook(source, webhook_id),
-                keys.event(event_id),
-                keys.EVENTS,
-                keys.by_status(status),
-                keys.job(job_id),
-                keys.QUEUE,
-            ],
-            args=[event_id, self.dedup_ttl, score, job_id, body, self.job_expiry_ms, status, now_us(), *flat],
-        )
+        script_keys = [
+            keys.webhook(source, webhook_id),
+            keys.event(event_id),
+            keys.EVENTS,
+            keys.by_status(status),
+            keys.job(job_id),
+            keys.QUEUE,
+        ]
+        # Waiting for replicas, the fan-out is due a second after the listener has answered: a worker that
+        # read the invoice while HostFact still waits for the hook would find its row uncommitted (HostFact
+        # fires hooks inside the request), and a WAIT that times out takes wait_timeout to answer.
+        due = score + (self.wait_timeout_ms + AFTER_THE_ANSWER_MS if self.wait_replicas else 0)
+        args: list[str | bytes | int] = [
+            event_id,
+            self.dedup_ttl,
+            due,
+            job_id,
+            body,
+            self.job_expiry_ms,
+            status,
+            now_us(),
+            *flat,
+        ]
+        if not self.wait_replicas:
+            result = await self._accept(keys=script_keys, args=args)
+        else:
+            # WAIT counts the replicas that have this connection's writes: the script and WAIT must go
+            # down one connection, hence one pipeline.
+            async with self.redis.pipeline(transaction=False) as pipe:
+                await self._accept(keys=script_keys, args=args, client=pipe)
+                pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+                result, replicas = await pipe.execute()
+            if int(replicas) < self.wait_replicas:
+                raise NotReplicated(
+                    f"{replicas} of {self.wait_replicas} replica(s) confirmed the event within "
+                    f"{self.wait_timeout_ms} ms"
+                )
         stored_id, stored_status, duplicate = (text(part) for part in result)
         if status == "failed" and duplicate != "1":
             await self.count_failure()

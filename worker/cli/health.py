@@ -7,8 +7,8 @@ import socket
 import sys
 
 import click
-from redis.asyncio import Redis
 
+from worker import redisio
 from worker.cli.context import load_settings_for
 from worker.embedded_redis import running_redis_url
 from worker.heartbeat import heartbeats, verdict
@@ -39,7 +39,7 @@ def check(ctx: click.Context, this_host: bool) -> None:
 
 
 async def _check(redis_url: str, host: str | None) -> tuple[bool, str]:
-    redis = Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=3)
+    redis = redisio.connect(redis_url, retry_for=0, connect_timeout=3, timeout=3)
     try:
         beats = await heartbeats(redis)
     except Exception as exc:

@@ -16,14 +16,13 @@ from dataclasses import asdict
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import click
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tasks.errors import ApiError, TransientError
-from worker import operate
+from worker import operate, redisio
 from worker.cli.context import load_settings_for
 from worker.cli.groups import SuggestingGroup
 from worker.config import Settings
@@ -71,7 +70,7 @@ def settings_and_url(ctx: click.Context, *, secrets: bool = False) -> tuple[Sett
 
 @contextlib.asynccontextmanager
 async def connected(settings: Settings, url: str) -> AsyncIterator[tuple[Redis, EventStore]]:
-    redis = Redis.from_url(url)
+    redis = redisio.connect(url, retry_for=redisio.COMMAND_RETRY_FOR)
     try:
         yield redis, EventStore.for_settings(redis, settings)
     finally:
@@ -83,7 +82,7 @@ def run_or_fail(url: str, work: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(work)
     except RedisConnectionError as exc:
-        raise click.ClickException(f"cannot reach Redis at {_safe_url(url)}: {exc}") from None
+        raise click.ClickException(f"cannot reach Redis at {redisio.describe(url)}: {exc}") from None
     except TransientError as exc:
         # No retry loop here: the workers own the one; the command is safe to run again as a whole.
         raise click.ClickException(
@@ -93,16 +92,6 @@ def run_or_fail(url: str, work: Coroutine[Any, Any, T]) -> T:
         raise click.ClickException(f"the API refused ({exc.message}); nothing more was done") from None
     except operate.NoWorker as exc:
         raise click.ClickException(str(exc)) from None
-
-
-def _safe_url(url: str) -> str:
-    # A Redis URL may carry a password; an error message must not.
-    parts = urlsplit(url)
-    if parts.password:
-        host = parts.hostname or ""
-        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def echo_json(value: Any) -> None:

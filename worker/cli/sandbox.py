@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import click
-from redis.asyncio import Redis
 
 from tasks.client import ApiClient
 from tasks.simulator import SimAdministration, run_simulator
+from worker import redisio
 from worker.config import Settings, load_settings
 from worker.embedded_redis import EmbeddedRedis, free_port
 from worker.runtime import start
@@ -157,7 +157,7 @@ ledger = "sales"
 
 
 async def _flush(url: str) -> None:
-    redis = Redis.from_url(url)
+    redis = redisio.connect(url, retry_for=redisio.COMMAND_RETRY_FOR)
     try:
         await redis.flushdb()
     finally:
@@ -176,7 +176,7 @@ async def _demo(settings: Settings, redis_url: str) -> int:
     """Create, send, part-pay and pay an invoice in the simulated HostFact, one step at a time, and print
     what factsync did with each hook."""
     click.echo("Demo: an invoice is created (as a draft), sent, part-paid and paid in HostFact...")
-    redis = Redis.from_url(redis_url)
+    redis = redisio.connect(redis_url, retry_for=redisio.COMMAND_RETRY_FOR)
     store = EventStore.for_settings(redis, settings)
     try:
         async with ApiClient(settings.source("hostfact")) as hostfact:

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import click
-from redis.asyncio import Redis
 
 from tasks.client import ApiClient
 from tasks.errors import ApiError, RateLimited
 from tasks.remap import rebuild_id_map
+from worker import redisio
 from worker.cli.context import load_settings_for
 from worker.cli.sandbox import run_sandbox
 from worker.config import Settings
@@ -156,7 +156,7 @@ def remap(ctx: click.Context, route_name: str) -> None:
 
 async def _remap(settings: Settings, route_name: str, redis_url: str) -> int:
     route = settings.route(route_name)
-    redis = Redis.from_url(redis_url)
+    redis = redisio.connect(redis_url, retry_for=redisio.COMMAND_RETRY_FOR)
     try:
         throttle = SharedRateLimit(
             redis, {route.target: settings.targets[route.target].rate_limit_per_minute}

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 from aiohttp import web
-from redis.asyncio import Redis
 
+from worker import redisio
 from worker.config import Settings
 from worker.signing import HookVerifier
 from worker.store import EventStore
@@ -61,7 +61,11 @@ def create_app(settings: Settings, redis_url: str) -> web.Application:
     }
 
     async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-        redis = Redis.from_url(redis_url)
+        redis = redisio.connect(
+            redis_url,
+            retry_for=redisio.LISTENER_RETRY_FOR,
+            connect_timeout=redisio.LISTENER_CONNECT_TIMEOUT,
+        )
         app[REDIS] = redis
         app[STORE] = EventStore.for_settings(redis, settings)
         yield

@@ -76,8 +76,10 @@ async def _receive_hook(request: web.Request) -> web.Response:
             problems=record.problems,
         )
     except RedisError as exc:
-        # Redis away, or full (maxmemory with noeviction refuses writes): nothing was recorded. A 503 makes
-        # hooks.php spool the hook and resend.php deliver it once there is room again.
+        # Redis away (down, or no primary while a failover is under way), or full (maxmemory with
+        # noeviction refuses writes): nothing was recorded. Or recorded but not yet on the replicas that
+        # redis_wait_replicas asks for (NotReplicated). Either way not acknowledged: a 503 makes hooks.php
+        # spool the hook, and resend.php delivers it later (a duplicate, 200, if it was kept after all).
         log.warning("hook.not_recorded", source=source, error=f"{type(exc).__name__}: {exc}"[:200])
         response = error(503, "unavailable", "the event store cannot take the hook now; send it again later")
         response.headers["Retry-After"] = "30"
