@@ -16,7 +16,7 @@ from tasks import credits
 from tasks.adapters import ledger_for, read_sales_invoice
 from tasks.client import ApiClient
 from tasks.drift import compare, compare_credit_notes, describe
-from tasks.errors import PermanentError
+from tasks.errors import PermanentError, TransientError
 from tasks.invoice import CreditNote, Invoice, Status, marker
 from tasks.ledger import IdMap, Ledger
 from tasks.model import Route
@@ -107,7 +107,17 @@ async def sync_invoice(
     """
     calls = [] if calls is None else calls
     calls.append(f"{source.name}: invoice.show {invoice_id}")
-    wanted = await read_sales_invoice(source, invoice_id)
+    try:
+        wanted = await read_sales_invoice(source, invoice_id)
+    except PermanentError as refused:
+        # HostFact fires invoice_is_created inside the request's transaction (invoice_api_controller::
+        # add_api_action and credit_api_action: HostFact_API::beginTransaction), so a sync may read before
+        # the commit and be told there is no such invoice. Read again after a backoff; an invoice truly gone
+        # fails once the tries are spent, with this reason.
+        raise TransientError(
+            f"the source does not show invoice {invoice_id} (not committed yet, or gone): {refused.message}",
+            exchange=refused.exchange,
+        ) from refused
     skip = not_mirrored(route, wanted)
     if skip is not None:
         return SyncResult("ignored", f"{wanted.code}: {_SKIPPED[skip](route, wanted)}", calls)
