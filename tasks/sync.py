@@ -153,6 +153,17 @@ class _Convergence:
             mirror = replace(mirror, credit_notes=await self._held_notes())
         if not self.route.dry_run:
             await self._check_held(mirror)
+        settled = False
+        if (
+            mirror is not None
+            and mirror.status is Status.CANCELLED
+            and self.wanted.status is Status.CANCELLED
+            and not self.route.dry_run
+        ):
+            # Numbered first: a credit invoice the target made in a run that ended before it got its source
+            # number (a lost answer) may hold the number a partial credit note of this invoice needs.
+            await self._map_credit(credit)
+            settled = True
         fresh = True
         taken: list[str] = []
         refused: Step | None = None
@@ -198,7 +209,7 @@ class _Convergence:
             credit = applied.credit or credit
         else:
             raise PermanentError(f"{self.wanted.code} did not converge in {limit} steps: {taken}")
-        if self.wanted.status is Status.CANCELLED and not self.route.dry_run:
+        if self.wanted.status is Status.CANCELLED and not self.route.dry_run and not settled:
             await self._map_credit(credit)
         return self._result(mirror, taken)
 

@@ -10,10 +10,11 @@ booked so a person can tell it from money received, nothing doubled.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from redis.asyncio import Redis
@@ -212,6 +213,48 @@ async def test_a_partial_then_a_full_credit(stack: Stack) -> None:
     if not (purchase_route(stack) and stack.target.store.dialect == "wefact"):
         # WeFact's purchase invoices have no cancelled status: the credit invoice offsets the original.
         assert mirror(stack, invoice_id)["Status"] == 9
+
+
+@pytest.mark.parametrize("dialect", ["wefact", "hostfact"])
+async def test_a_full_credit_whose_answer_was_lost_gives_up_the_number_a_partial_credit_needs(
+    redis: Redis, redis_url: str, dialect: Literal["wefact", "hostfact"]
+) -> None:
+    """The target's `invoice credit` numbers the full credit's invoice from its own sequence (F0003 here:
+    the mirror is F0001, the first partial credit's note F0002), and its answer is lost, so that run ends
+    before giving it the source's number (F0004). By the next run the source's second partial credit, F0003,
+    is known: the target-made credit invoice gets its number before the note is made, or the note would wait
+    for it forever."""
+    retry = {"max_tries": 8, "base_delay": 0.5, "max_delay": 1.0, "max_span": 60}
+    async with running_stack(redis_url, target_dialect=dialect, retry=retry) as stack:
+        stack.hostfact.add_debtor(CompanyName="Company X", City="Amsterdam", Country="NL")
+        invoice_id = await new_invoice(stack)
+        setup, domain = line_ids(stack, invoice_id)
+        first = await stack.hostfact.credit_partly(invoice_id, {setup: 1})
+        all_done(await stack.settled())
+        # The second partial credit, its hook not sent yet (HostFact's request still runs).
+        made = stack.hostfact.backoffice("credit_partly", identifier=invoice_id, numbers={domain: 1})
+        stack.target.faults.inject("lost_answer", controller="invoice", action="credit", times=1)
+
+        full = (await stack.call("invoice", "credit", Identifier=invoice_id))["invoice"]
+        deadline = asyncio.get_running_loop().time() + 10
+        while not stack.target.count_calls("invoice", "credit"):
+            assert asyncio.get_running_loop().time() < deadline, "the target was never asked to credit"
+            await asyncio.sleep(0.01)
+        await stack.hostfact.fire(made)  # now the second partial credit's hook: before the retry
+        all_done(await stack.settled(within=30))
+
+        second = made.record
+        assert second is not None
+        assert (first["InvoiceCode"], second["InvoiceCode"], full["InvoiceCode"]) == (
+            "F0002",
+            "F0003",
+            "F0004",
+        )
+        for credit in (first, second):
+            assert_credit_note(stack, credit)
+        codes = sorted(r["InvoiceCode"] for r in stack.target.invoices.values() if r["Status"] == 8)
+        assert codes == ["F0002", "F0003", "F0004"]
+        assert [c.applied for c in stack.target.calls if c.action == "credit"] == [True]
 
 
 async def test_hooks_delivered_twice_and_out_of_order_double_nothing(stack: Stack) -> None:
