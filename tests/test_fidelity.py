@@ -105,6 +105,32 @@ async def test_a_number_taken_by_someone_else_fails_with_a_reason_a_person_reads
     assert len(sales.target.invoices) == 1
 
 
+def moved_aside_after_a_refusal(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, *, debtor: int, code: str, action: str
+) -> dict[str, Any]:
+    """A credit invoice factsync had the target make for another document, holding ``code``, which gets its
+    own source number (F0091) right after the target refuses the next ``invoice <action>``: what another
+    document's sync does between a refusal and factsync's look for the holder."""
+    held = stack.target.add_invoice(
+        Debtor=debtor,
+        Status=8,
+        InvoiceCode=code,
+        ReferenceNumber="[factsync:hostfact:90]",
+        InvoiceLines=[{"Description": "x", "PriceExcl": "-10"}],
+    )
+    execute = stack.target.execute
+
+    def renumbered_after_the_refusal(controller: str, called: str, params: Any) -> Any:
+        try:
+            return execute(controller, called, params)
+        finally:
+            if (controller, called) == ("invoice", action) and held["InvoiceCode"] == code:
+                stack.target.invoices[held["Identifier"]]["InvoiceCode"] = "F0091"
+
+    monkeypatch.setattr(stack.target, "execute", renumbered_after_the_refusal)
+    return held
+
+
 async def test_a_number_freed_between_the_refusal_and_the_lookup_is_added_once_more(
     sales: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -113,23 +139,7 @@ async def test_a_number_freed_between_the_refusal_and_the_lookup_is_added_once_m
     its source number by the time factsync looks for the holder (another document's sync renumbered it).
     Nothing was made, the number is free: the mirror is added, once, and the event is done."""
     debtor = sales.target.add_debtor(DebtorCode="DB0001", **DEBTOR)
-    credit = sales.target.add_invoice(
-        Debtor=debtor["Identifier"],
-        Status=8,
-        InvoiceCode="F0001",
-        ReferenceNumber="[factsync:hostfact:90]",
-        InvoiceLines=[{"Description": "x", "PriceExcl": "-10"}],
-    )
-    execute = sales.target.execute
-
-    def renumbered_after_the_refusal(controller: str, action: str, params: Any) -> Any:
-        try:
-            return execute(controller, action, params)
-        finally:
-            if (controller, action) == ("invoice", "add") and credit["InvoiceCode"] == "F0001":
-                sales.target.invoices[credit["Identifier"]]["InvoiceCode"] = "F0091"
-
-    monkeypatch.setattr(sales.target, "execute", renumbered_after_the_refusal)
+    moved_aside_after_a_refusal(sales, monkeypatch, debtor=debtor["Identifier"], code="F0001", action="add")
     source_id = await invoice(sales, [LOW_RATE])
 
     all_done(await sales.settled())
@@ -151,23 +161,9 @@ async def test_a_credit_invoice_renumbered_to_a_number_freed_meanwhile_gets_it(
     (mirror,) = by_marker(sales.target.invoices, source_id)
     # F0002, the source's next number and so its credit invoice's, is held in the target by a credit
     # invoice factsync made for another document and has not renumbered yet.
-    other = sales.target.add_invoice(
-        Debtor=mirror["Debtor"],
-        Status=8,
-        InvoiceCode="F0002",
-        ReferenceNumber="[factsync:hostfact:90]",
-        InvoiceLines=[{"Description": "x", "PriceExcl": "-10"}],
+    other = moved_aside_after_a_refusal(
+        sales, monkeypatch, debtor=mirror["Debtor"], code="F0002", action="edit"
     )
-    execute = sales.target.execute
-
-    def renumbered_after_the_refusal(controller: str, action: str, params: Any) -> Any:
-        try:
-            return execute(controller, action, params)
-        finally:
-            if (controller, action) == ("invoice", "edit") and other["InvoiceCode"] == "F0002":
-                sales.target.invoices[other["Identifier"]]["InvoiceCode"] = "F0091"
-
-    monkeypatch.setattr(sales.target, "execute", renumbered_after_the_refusal)
     answer = await sales.call("invoice", "credit", Identifier=source_id)
 
     all_done(await sales.settled())
