@@ -223,14 +223,16 @@ async def test_a_crash_loop_does_not_spin(tmp_path: Path) -> None:
 
 
 async def test_a_child_that_ignores_sigterm_is_killed_after_the_stop_timeout(tmp_path: Path) -> None:
+    # Each child says it ignores SIGTERM in a file of its own: both must, before the supervisor stops them.
     ready = tmp_path / "ready"
+    ready.mkdir()
     stubborn = (
-        "import pathlib, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-        f"pathlib.Path({str(ready)!r}).touch(); time.sleep(60)"
+        "import os, pathlib, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        f"pathlib.Path({str(ready)!r}, str(os.getpid())).touch(); time.sleep(60)"
     )
     supervisor = Supervisor([sys.executable, "-c", stubborn], 2, stop_timeout=0.5)
     running = asyncio.ensure_future(supervisor.run())
-    await until(ready.exists, 10, "the children started")
+    await until(lambda: len(list(ready.iterdir())) == 2, 10, "both children started")
     started = time.monotonic()
     supervisor.stop()
     assert await asyncio.wait_for(running, 10) == 0

@@ -133,11 +133,13 @@ async def serve(
 ) -> bool:
     """Run until SIGTERM or SIGINT, then stop gracefully. False when the worker stopped because the other
     workers judged it dead and handed its jobs on: its process should exit with an error, to be restarted."""
-    running = await start(settings, redis_url, app=app, work=work)
+    # Before start-up: a SIGTERM while it starts (a supervisor stopping) must still stop it gracefully, and
+    # take down the heartbeat it registers before it takes a job.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    running = await start(settings, redis_url, app=app, work=work)
     waiters = [asyncio.create_task(stop.wait())]
     if running.worker_task is not None:
         waiters.append(running.worker_task)  # type: ignore[arg-type]
