@@ -11,10 +11,10 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Any, Final
 
-from tasks.client import ApiClient
+from tasks.client import ApiClient, Rows
 from tasks.errors import ApiError, PermanentError, TransientError
 from tasks.invoice import ZERO, Invoice, Line, Status, cents, money, number, percentage, quantity
-from tasks.ledger import Applied, IdMap, Ledger
+from tasks.ledger import Applied, IdMap, Ledger, Listed
 from tasks.model import Route
 from tasks.plan import (
     AddLines,
@@ -62,6 +62,8 @@ DEBTOR_FIELDS: Final = (
     "EmailAddress",
     "TaxNumber",
 )
+# List pages a bulk listing reads at once, once the first page told how many there are.
+LIST_CONCURRENCY: Final = 4
 # WeFact's payment methods; a HostFact method outside these is booked as a bank transfer.
 WEFACT_PAYMENT_METHODS: Final = frozenset({"wire", "auth", "ideal", "paypal", "cash", "other"})
 # What keeps a mirror inert (invariant 9). Authorisation "no": HostFact puts a Status 2/3 invoice whose
@@ -161,6 +163,45 @@ def parse_sales_invoice(row: Mapping[str, Any]) -> Invoice:
     return replace(invoice, party_details=details)
 
 
+# The row keys that carry `drift.compare`'s header fields.
+_ROW_FIELDS: Final = (("number", "InvoiceCode"), ("amount", "AmountIncl"), ("date", "Date"), ("term", "Term"))
+# Raw statuses at which an open amount tells what was paid (sales: sent, partly paid; purchase: open, partly
+# paid). HostFact's invoice list row gives AmountOpen 0 at every other status, credit invoices and paid ones
+# included (invoice_api_controller::list_api_action), so a paid invoice's paid amount is not in its row.
+SALES_OPEN_STATUSES: Final = frozenset({2, 3})
+PURCHASE_OPEN_STATUSES: Final = frozenset({1, 2})
+
+
+def listed(row: Mapping[str, Any], invoice: Invoice, open_statuses: frozenset[int]) -> Listed:
+    """What a list row says of ``invoice`` (parsed from it): the paid amount where the row tells it.
+
+    AmountPaid where a row has it (WeFact's rows); HostFact's purchase rows have PartPayment, AmountIncl −
+    AmountPaid at every status (creditinvoice_api_controller::list_api_action); its sales rows AmountOpen,
+    which tells only at ``open_statuses``; WeFact's AmountOutstanding likewise."""
+    fields = {name for name, key in _ROW_FIELDS if key in row}
+    paid: Decimal | None = None
+    try:
+        status = int(row.get("Status", -1))
+        if "AmountPaid" in row:
+            paid = money(row["AmountPaid"])
+        elif "PartPayment" in row and "AmountIncl" in row:
+            paid = money(row["AmountIncl"]) - money(row["PartPayment"])
+        elif status in open_statuses and "AmountIncl" in row:
+            left = row.get("AmountOpen", row.get("AmountOutstanding"))
+            paid = None if left is None else money(row["AmountIncl"]) - money(left)
+    except _MALFORMED:
+        paid = None
+    if paid is not None:
+        fields.add("paid")
+        invoice = replace(invoice, amount_paid=paid)
+    return Listed(invoice, frozenset(fields))
+
+
+def listed_sales(row: Mapping[str, Any]) -> Listed:
+    """A sales invoice's list row (the source's, or a sales mirror's)."""
+    return listed(row, parse_sales_invoice(row), SALES_OPEN_STATUSES)
+
+
 # What parsing a malformed answer raises: a missing key, a string where an object belongs, "abc" as an amount.
 _MALFORMED: Final = (KeyError, TypeError, ValueError, ArithmeticError, AttributeError)
 
@@ -212,6 +253,7 @@ class _ApiLedger:
     # The number `add` refuses when another document holds it; None when the target never refuses one.
     number_key: str | None
     statuses: Mapping[int, Status]
+    open_statuses: frozenset[int]
     party_key: str
     paid_keeps_amount: bool
 
@@ -284,6 +326,17 @@ class _ApiLedger:
         # List rows carry no lines: read the mirror itself.
         mirror = await self.read(listed.id) if listed else None
         return mirror, credit
+
+    async def listing(self, prefix: str) -> Rows:
+        """The list rows of every document whose marker contains ``prefix`` (credit invoices included): one
+        paged search (LIKE %prefix%, api_controller::getFilterValues), a call per 1 000 documents."""
+        return await self.client.list(
+            self.controller, searchat=self.marker_field, searchfor=prefix, concurrency=LIST_CONCURRENCY
+        )
+
+    def listed(self, row: Mapping[str, Any]) -> Listed:
+        """A row of `listing`, with what it tells; its marker only where the row carries the marker field."""
+        return listed(row, self.parse(row), self.open_statuses)
 
     async def marked(self, prefix: str) -> list[tuple[str, str]]:
         """(marker, document id) of every document whose marker starts with ``prefix``, credit invoices
@@ -407,6 +460,7 @@ class SalesLedger(_ApiLedger):
     line_controller = "invoiceline"
     number_key = "InvoiceCode"
     statuses = SALES_STATUSES
+    open_statuses = SALES_OPEN_STATUSES
     party_key = "DebtorCode"
     paid_keeps_amount = True
 
@@ -544,6 +598,7 @@ class PurchaseLedger(_ApiLedger):
     # (the source's InvoiceCode) is never refused (creditinvoice::is_freeExt only warns).
     number_key = None
     statuses = PURCHASE_STATUSES
+    open_statuses = PURCHASE_OPEN_STATUSES
     party_key = "CreditorCode"
     # HostFact's creditinvoice markaspaid sets AmountPaid to 0: a paid one's amount says nothing.
     paid_keeps_amount = False
