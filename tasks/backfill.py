@@ -89,6 +89,8 @@ class BackfillPlan:
     sync: list[Invoice] = field(default_factory=list)
     # Documents carrying a marker the id map did not name, read to learn it.
     read_markers: int = 0
+    # Debtors of mirrors to make that the target lacks: the first sync of each makes it.
+    new_parties: set[str] = field(default_factory=set)
 
 
 async def plan_backfill(
@@ -150,7 +152,7 @@ async def plan_backfill(
         else:
             plan.in_step += 1
     if route.ledger == "sales" and plan.create:
-        await _known_debtors(target, ids, {invoice.party for invoice in plan.create})
+        plan.new_parties = await _known_debtors(target, ids, {invoice.party for invoice in plan.create})
     return plan
 
 
@@ -178,17 +180,22 @@ async def _learn_markers(
     await asyncio.gather(*(learn(document_id) for document_id in unnamed))
 
 
-async def _known_debtors(target: ApiClient, ids: IdMap, parties: set[str]) -> None:
+async def _known_debtors(target: ApiClient, ids: IdMap, parties: set[str]) -> set[str]:
     """Remember the debtors of ``parties`` the target already has, as a sync does after its `debtor list`
-    search, so the syncs that make mirrors for them search no more (one paged listing instead)."""
+    search, so the syncs that make mirrors for them search no more (one paged listing instead); return
+    those it lacks."""
     known = await ids.get_many("debtor", sorted(parties))
     if len(known) == len(parties):
-        return
+        return set()
     rows = await target.list("debtor", concurrency=LIST_CONCURRENCY)
     present = {str(row.get("DebtorCode", "")) for row in rows}
+    lacking: set[str] = set()
     for party in sorted(parties - set(known)):
         if party in present:
             await ids.put("debtor", party, party)
+        else:
+            lacking.add(party)
+    return lacking
 
 
 def estimated_calls(invoice: Invoice, *, create: bool) -> tuple[int, int]:

@@ -59,8 +59,9 @@ _NOT_AFTER: dict[type, tuple[type, ...]] = {
 
 # A bulk run that listed the target and found no mirror of an invoice leaves this hint (the listing's time),
 # so the sync it schedules makes the mirror without searching the target for it first. A sync writes CREATING
-# before it adds a mirror and forgets it once the id map holds the mirror: the hint counts only while neither
-# the id map nor CREATING says a mirror may have been made since, and only this long.
+# (and uses the hint up) before it adds a mirror, and forgets CREATING once the id map holds the mirror: the
+# hint counts only while neither the id map nor CREATING says a mirror may have been made since, and only this
+# long (a Redis restored from an older copy must not make a hint outlive the mirror it denies).
 ABSENT = "absent"
 CREATING = "creating"
 HINT_SECONDS = 24 * 3600
@@ -173,8 +174,10 @@ class _Convergence:
                 continue
             if isinstance(step, CreateMirror):
                 # Before the add: should it land and this sync die before the id map holds it, no listing's
-                # hint may make the next sync skip the search for it.
+                # hint may make the next sync skip the search for it. The hint is used up here, not when read,
+                # so a sync retried before it made anything still makes the mirror without a search.
                 await self.ids.put(CREATING, self.wanted.id, str(round(time.time())))
+                await self.ids.forget(ABSENT, self.wanted.id)
             try:
                 applied = await self.ledger.apply(step, self.wanted, mirror, self._marker_for(step))
             except PermanentError:
@@ -262,15 +265,17 @@ class _Convergence:
             await self.ids.forget("invoice", self.wanted.id)
         if mirror is not None and mirror.id != known:
             await self.ids.put("invoice", self.wanted.id, mirror.id)
+            # Found: whatever a listing said or a sync set out to do, the id map now says it.
+            await self.ids.forget(CREATING, self.wanted.id)
+            await self.ids.forget(ABSENT, self.wanted.id)
         return mirror, credit
 
     async def _listed_absent(self) -> bool:
         """Whether a bulk run's listing of the target, taken after anything the id map knows, found no mirror,
-        and no sync has set out to make one since (the hint is used up either way)."""
+        and no sync has set out to make one since."""
         hint = await self.ids.get(ABSENT, self.wanted.id)
         if hint is None:
             return False
-        await self.ids.forget(ABSENT, self.wanted.id)
         try:
             fresh = time.time() - float(hint) < HINT_SECONDS
         except ValueError:

@@ -37,7 +37,7 @@ from worker.store import AUDIT, BACKFILL, FINAL, EventStore
 Stopped = Callable[[], bool]
 # Syncs a backfill keeps unfinished at a time: enough to keep the budget busy, and under the workers' max_jobs
 # (20 by default) so that a hook's sync always finds a worker free.
-WINDOW = 8
+WINDOW = 6
 # How long an operator's command waits for one API slot before giving up: the workers share the budget.
 CLI_MAX_WAIT = 60.0
 # With nothing finishing for this long, check that a worker is still alive to finish anything.
@@ -131,8 +131,11 @@ async def schedule_syncs(
     progress: Progress | None = None,
     notice: Notice | None = None,
     stopped: Stopped | None = None,
+    barrier: int = 0,
 ) -> SyncRun:
     """Record an event per invoice and schedule its sync on ``route``.
+
+    ``barrier``: with ``wait``, let the first this many finish before any more is scheduled.
 
     ``wait``: keep at most ``window`` of them unfinished at a time and wait for the last, so a large run
     neither floods the queue nor spends its retries waiting for the API budget; ``progress`` then counts
@@ -199,9 +202,9 @@ async def schedule_syncs(
                 last_change = time.monotonic()
             await asyncio.sleep(0.1)
 
-    for item in invoices:
+    for number, item in enumerate(invoices):
         if wait:
-            await settle(window)
+            await settle(1 if number == barrier and barrier else window)
         if stopped is not None and stopped():
             run.interrupted = True
             break
@@ -260,13 +263,24 @@ async def backfill(
         ToSync(invoice.id, invoice.code, note, None, estimated_calls(invoice, create=False))
         for invoice in plan.sync
     ]
-    # Oldest first, so mirrors are made in the order the source made the invoices.
+    # Oldest first, so mirrors are made in the order the source made the invoices; but first the first
+    # invoice of each debtor the target lacks, alone, so that its sync makes the debtor before others of
+    # the same debtor race to search for it and make it too.
     work.sort(key=lambda item: int(item.document))
+    parties = {invoice.id: invoice.party for invoice in plan.create}
+    firsts: dict[str, ToSync] = {}
+    for item in work:
+        party = parties.get(item.document)
+        if party in plan.new_parties and party not in firsts:
+            firsts[party] = item
+    leading = list(firsts.values())
+    work = leading + [item for item in work if item not in leading]
     run = await schedule_syncs(
         settings,
         redis,
         route,
         work,
+        barrier=len(leading),
         action=BACKFILL,
         window=window,
         wait=wait,
