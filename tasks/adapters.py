@@ -416,13 +416,20 @@ class _ApiLedger:
         )
         return Applied(self.document(answer))
 
-    async def _add(self, params: dict[str, Any], source: Invoice, marker: str) -> Applied:
+    async def _add(
+        self, params: dict[str, Any], source: Invoice, marker: str, *, again: bool = False
+    ) -> Applied:
         """`add` the mirror; when the target refuses, find out whether its number is taken, and by whom."""
         try:
             answer = await self.call(self.controller, "add", params, source.code)
         except PermanentError as refused:
             number = params.get(self.number_key) if self.number_key else None
             holder = await self.holder(number) if number else None
+            if holder is None and number and not again:
+                # Nobody holds the number now: a credit invoice the target numbered itself may have held it
+                # and been given its source's number by its own sync meanwhile. Once more; a second refusal
+                # stands.
+                return await self._add(params, source, marker, again=True)
             if holder is None:
                 raise
             if holder.reference == marker:

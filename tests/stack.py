@@ -95,6 +95,7 @@ async def running_stack(
     workers: int = 1,
     route_options: dict[str, Any] | None = None,
     budget: int = TEST_BUDGET,
+    target_budget: int | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Stack]:
     port = free_port()
@@ -121,7 +122,7 @@ async def running_stack(
                     "api_url": sim.api_url("target"),
                     "api_key": TARGET_KEY,
                     "dialect": target_dialect,
-                    "rate_limit_per_minute": budget,
+                    "rate_limit_per_minute": target_budget or budget,
                 }
             },
             "routes": {

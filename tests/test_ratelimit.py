@@ -63,7 +63,7 @@ async def test_the_servers_own_count_slows_down_before_a_ban(redis: Redis) -> No
 
 async def test_bulk_calls_leave_the_burst_to_the_hooks_syncs(redis: Redis) -> None:
     # One call a second, a burst of 5. A backfill (bulk) and a hook's sync (live) share it.
-    backfill = SharedRateLimit(redis, {"wefact": 60}, burst=5, max_wait=0.2)
+    backfill = SharedRateLimit(redis, {"wefact": 60}, burst=5, max_wait=0.2, bulk_max_wait=0.2)
     hook = SharedRateLimit(redis, {"wefact": 60}, burst=5, max_wait=0.2)
     async with bulk_calls():
         await backfill.acquire("wefact")
@@ -80,7 +80,7 @@ async def test_bulk_calls_leave_the_burst_to_the_hooks_syncs(redis: Redis) -> No
 
 
 async def test_the_bulk_mark_holds_for_its_task_and_the_tasks_it_starts_only(redis: Redis) -> None:
-    limiter = SharedRateLimit(redis, {"a": 60, "b": 60}, burst=3, max_wait=0.1)
+    limiter = SharedRateLimit(redis, {"a": 60, "b": 60}, burst=3, max_wait=0.1, bulk_max_wait=0.1)
 
     async def twice(name: str) -> bool:
         await limiter.acquire(name)
@@ -97,3 +97,12 @@ async def test_the_bulk_mark_holds_for_its_task_and_the_tasks_it_starts_only(red
 
     bulk_second, live_second = await asyncio.gather(bulk_job(), twice("b"))
     assert (bulk_second, live_second) == (False, True)
+
+
+async def test_a_bulk_call_waits_longer_for_its_slot_than_a_live_one(redis: Redis) -> None:
+    limiter = SharedRateLimit(redis, {"wefact": 120}, burst=1, max_wait=0.1, bulk_max_wait=2)
+    await limiter.acquire("wefact")
+    with pytest.raises(RateLimited):
+        await limiter.acquire("wefact")  # a hook's sync gives the job back to the retry loop
+    async with bulk_calls():
+        await limiter.acquire("wefact")  # a backfill's waits the half second

@@ -99,6 +99,7 @@ class SharedRateLimit:
         reserve: int = 2,
         on_event: Callable[[LimitEvent], None] | None = None,
         wait_paused: bool = False,
+        bulk_max_wait: float = 30.0,
     ) -> None:
         self.redis = redis
         self.limits = limits
@@ -109,12 +110,17 @@ class SharedRateLimit:
         # An operator's command waits out a ban pause within ``max_wait`` (telling ``on_event``); a worker
         # gives the job back to its retry loop at once.
         self.wait_paused = wait_paused
+        # A bulk call waits longer for its slot before giving up: it is not in a hurry, its run keeps only a
+        # few syncs going at once, and a sync given back to the retry loop would read the source again.
+        self.bulk_max_wait = bulk_max_wait
         self._reported: dict[str, RateLimit] = {}
         self._acquire = redis.register_script(_ACQUIRE)
 
     async def acquire(self, administration: str) -> None:
         """Wait for a slot (at most ``max_wait`` seconds), else raise RateLimited with the time to wait."""
-        deadline = time.monotonic() + self.max_wait
+        deadline = time.monotonic() + (
+            max(self.max_wait, self.bulk_max_wait) if _BULK.get() else self.max_wait
+        )
         per_minute = self.limits.get(administration)
         while True:
             wait = self._server_says_wait(administration)
