@@ -8,7 +8,7 @@ headers disagree, where the id map names no mirror the listing holds, or when as
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -37,6 +37,16 @@ class Drift:
     fixable: bool = True
 
 
+@dataclass(frozen=True)
+class Checked:
+    """An invoice read whole by an audit: the list rows' Modified of it and its mirror then, and its drift.
+    An audit stopped half way keeps these, so the next one (resumed) need not read it again while neither
+    row has changed."""
+
+    stamp: str
+    drift: Drift | None
+
+
 @dataclass
 class AuditReport:
     route: str
@@ -49,6 +59,8 @@ class AuditReport:
     drifts: list[Drift] = field(default_factory=list)
     # Stopped before every invoice was compared (Ctrl-C): the drift is what was found until then.
     interrupted: bool = False
+    # Of those read whole: taken from the stopped audit this one resumed (unchanged since).
+    resumed: int = 0
 
 
 async def audit_route(
@@ -61,16 +73,20 @@ async def audit_route(
     deep: bool = False,
     progress: Progress | None = None,
     stopped: Callable[[], bool] | None = None,
+    earlier: Mapping[str, Checked] | None = None,
+    checked: Callable[[str, Checked], Awaitable[None]] | None = None,
 ) -> AuditReport:
     """Compare every invoice ``route`` mirrors (or those modified since ``since``) with its mirror.
 
     Read only: the id map is consulted, never written. ``deep``: read every invoice whole on both sides (two
     reads an invoice), else only those the list rows cannot vouch for. ``stopped`` is asked before each
-    whole read; once it says so, the report is what was compared until then.
+    whole read; once it says so, the report is what was compared until then. ``checked`` is told of each
+    invoice read whole; ``earlier``, what a stopped audit was told: an invoice whose rows are as they were
+    then is not read again.
     """
     ledger = ledger_for(route, target, ids, [])
     marked: Rows = []
-    if deep:
+    if deep and not (earlier or checked):
         rows = await source_invoices(source, since=since)
     else:
         rows, marked = await asyncio.gather(
@@ -89,6 +105,7 @@ async def audit_route(
             seen.add(original)
     whole = audited if deep else await _by_header(route, ledger, ids, rows, marked, audited, report)
     total = len(audited)
+    stamps = await _stamps(ids, rows, marked, whole) if earlier or checked else {}
 
     def tell() -> None:
         if progress is not None:
@@ -100,11 +117,21 @@ async def audit_route(
     gate = asyncio.Semaphore(READ_CONCURRENCY)
 
     async def read_whole(source_id: str) -> None:
-        async with gate:
-            if stopped is not None and stopped():
-                report.interrupted = True
-                return
-            drift = await _audit_one(route, source_id, source, target, ids, report)
+        stamp = stamps.get(source_id, "")
+        before = earlier.get(source_id) if earlier and stamp else None
+        if before is not None and before.stamp == stamp:
+            report.compared += 1
+            report.by_lines += 1
+            report.resumed += 1
+            drift = before.drift
+        else:
+            async with gate:
+                if stopped is not None and stopped():
+                    report.interrupted = True
+                    return
+                drift = await _audit_one(route, source_id, source, target, ids, report)
+            if checked is not None and stamp:
+                await checked(source_id, Checked(stamp, drift))
         if drift is not None:
             report.drifts.append(drift)
         tell()
@@ -162,6 +189,21 @@ async def _by_header(
             report.by_header += 1
             report.compared += 1
     return whole
+
+
+async def _stamps(ids: IdMap, rows: Rows, marked: Rows, whole: list[str]) -> dict[str, str]:
+    """Per invoice to read whole, the list rows' Modified of it and of its mirror (as the id map names it):
+    what says it is unchanged since an earlier audit read it. None for one with partial credits (a credit
+    note's change shows in neither row)."""
+    modified = {str(row["Identifier"]): str(row.get("Modified", "")) for row in rows}
+    held = {str(row["Identifier"]): str(row.get("Modified", "")) for row in marked}
+    mirrors = await ids.get_many("invoice", whole)
+    notes = await ids.members_many(credits.PARTIAL_CREDITS, whole)
+    return {
+        source_id: f"{modified[source_id]}|{held.get(mirrors.get(source_id, ''), '')}"
+        for source_id in whole
+        if modified.get(source_id) and source_id not in notes
+    }
 
 
 def _numeric(identifier: str) -> tuple[int, str]:

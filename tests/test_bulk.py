@@ -235,3 +235,37 @@ async def test_a_listing_hint_gives_way_to_a_mirror_being_made(redis: Redis, red
         assert len(mirrors(stack, ident)) == 1, "the hint was trusted while a mirror was being made"
         assert await ids.get("invoice", str(ident)) == str(mirror(stack, ident)["Identifier"])
         assert await ids.get(CREATING, str(ident)) is None and await ids.get(ABSENT, str(ident)) is None
+
+
+async def test_a_stopped_deep_audit_resumes_where_it_stopped(redis: Redis, redis_url: str) -> None:
+    async with running_stack(redis_url) as stack:
+        route = stack.settings.route("sales")
+        made = seed(stack)
+        total = sum(len(ids) for ids in made.values())
+        await resync.backfill(stack.settings, redis, route)
+        mirror(stack, made["part"][0])["AmountPaid"] += Decimal("1.00")
+        mirror(stack, made["paid"][0])["InvoiceLines"][0]["Description"] += " (edited by hand)"
+        asked = 0
+
+        def stop_after_four() -> bool:
+            nonlocal asked
+            asked += 1
+            return asked > 4
+
+        shows = stack.hostfact.count_calls("invoice", "show")
+        stopped = await resync.audit(stack.settings, redis, route, deep=True, stopped=stop_after_four)
+        assert stopped.interrupted and stopped.by_lines == 4
+        # Meanwhile one of the four read (the oldest four, in order) is paid in the source: read it again.
+        changed = made["open"][0]
+        stack.hostfact.execute("invoice", "partpayment", {"Identifier": changed, "AmountPaid": "1"})
+        stack.hostfact.invoice(changed)["Modified"] = "2099-01-01 00:00:00"
+
+        resumed = await resync.audit(stack.settings, redis, route, deep=True, resume=True)
+        read = stack.hostfact.count_calls("invoice", "show") - shows
+        full = await resync.audit(stack.settings, redis, route, deep=True)
+
+        assert not resumed.interrupted and (resumed.by_lines, resumed.resumed) == (total, 3)
+        assert read == 4 + (total - 3), "each invoice read once, the changed one twice"
+        assert drift_by_source(resumed) == drift_by_source(full)
+        assert set(drift_by_source(full)) == {str(made["part"][0]), str(made["paid"][0]), str(changed)}
+        assert not await redis.exists("factsync:audit:sales:checked"), "an audit that ended keeps nothing"

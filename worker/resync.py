@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
 
-from tasks.audit import AuditReport, Drift, audit_route
+from tasks.audit import AuditReport, Checked, Drift, audit_route
 from tasks.backfill import Progress, budget_eta, estimated_calls, plan_backfill
 from tasks.client import ApiClient, api_session
+from tasks.drift import Difference
 from tasks.model import Route
 from tasks.sync import ABSENT
 from worker import keys
@@ -31,7 +33,7 @@ from worker.heartbeat import heartbeats
 from worker.idmap import RedisIdMap
 from worker.operate import NoWorker
 from worker.ratelimit import LimitEvent, SharedRateLimit, bulk_calls
-from worker.redisio import text
+from worker.redisio import done, text
 from worker.store import AUDIT, BACKFILL, FINAL, EventStore
 
 Stopped = Callable[[], bool]
@@ -292,6 +294,10 @@ async def backfill(
     return run
 
 
+# How long what an audit read whole is kept for a resume.
+AUDIT_KEPT_SECONDS = 7 * 24 * 3600
+
+
 async def audit(
     settings: Settings,
     redis: Redis,
@@ -301,10 +307,27 @@ async def audit(
     deep: bool = False,
     progress: Progress | None = None,
     stopped: Stopped | None = None,
+    resume: bool = False,
 ) -> AuditReport:
-    """Compare the route's target with its source (read only): by list rows, or ``deep``, whole."""
+    """Compare the route's target with its source (read only): by list rows, or ``deep``, whole.
+
+    What it reads whole is kept in Redis until it ends; ``resume`` goes on from an audit that did not end
+    (Ctrl-C): an invoice read whole then, whose list rows (its own and its mirror's) have not changed since,
+    is not read again."""
+    key = keys.audit_checked(route.name)
+    earlier = await _checked(redis, key) if resume else {}
+    if not resume:
+        await done(redis.delete(key))
+
+    async def checked(source_id: str, check: Checked) -> None:
+        drift = asdict(check.drift) if check.drift is not None else None
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.hset(key, source_id, json.dumps({"stamp": check.stamp, "drift": drift}))
+            pipe.expire(key, AUDIT_KEPT_SECONDS)
+            await pipe.execute()
+
     async with route_clients(settings, redis, route) as (source, target):
-        return await audit_route(
+        report = await audit_route(
             route,
             source=source,
             target=target,
@@ -313,7 +336,24 @@ async def audit(
             deep=deep,
             progress=progress,
             stopped=stopped,
+            earlier=earlier,
+            checked=checked,
         )
+    if not report.interrupted:
+        await done(redis.delete(key))
+    return report
+
+
+async def _checked(redis: Redis, key: str) -> dict[str, Checked]:
+    found: dict[str, Checked] = {}
+    for source_id, raw in (await done(redis.hgetall(key))).items():
+        entry = json.loads(raw)
+        drift = entry["drift"]
+        if drift is not None:
+            drift["differences"] = tuple(Difference(**d) for d in drift["differences"])
+            drift = Drift(**drift)
+        found[text(source_id)] = Checked(entry["stamp"], drift)
+    return found
 
 
 async def fix(

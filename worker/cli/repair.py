@@ -153,6 +153,12 @@ def backfill(
     help="Read every invoice whole on both sides and compare lines, term and discount too (two reads an "
     "invoice; without it, list rows are compared and only what they cannot vouch for is read whole).",
 )
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Go on from an audit stopped by Ctrl-C: what it read whole and has not changed since (by both list "
+    "rows' Modified) is not read again.",
+)
 @_window
 @_wait
 @json_option
@@ -163,6 +169,7 @@ def audit(
     since: float | None,
     fix: bool,
     deep: bool,
+    resume: bool,
     window: int,
     wait: bool,
     as_json: bool,
@@ -176,12 +183,13 @@ def audit(
     [factsync:SOURCE:ID] marker) and compared field by field, lines, term and discount included. Read only,
     through the shared budget, where the hooks' syncs go first. --fix then syncs the drifted invoices
     (events with action `audit`). Exit status 3 when drift was found (and, with --fix, not all of it
-    mended), 130 when stopped by Ctrl-C before the end.
+    mended), 130 when stopped by Ctrl-C before the end (--resume then goes on from there).
 
     \b
     Examples:
       factsync audit --route sales
       factsync audit --route sales --deep
+      factsync audit --route sales --deep --resume
       factsync audit --route sales --since 30d --fix
     """
     settings, url = settings_and_url(ctx, secrets=True)
@@ -195,7 +203,14 @@ def audit(
                 ctrl_c_stops("the audit") as stopped,
             ):
                 report = await resync.audit(
-                    settings, redis, route, since=moment, deep=deep, progress=progress, stopped=stopped
+                    settings,
+                    redis,
+                    route,
+                    since=moment,
+                    deep=deep,
+                    progress=progress,
+                    stopped=stopped,
+                    resume=resume,
                 )
             run = None
             if fix and not report.interrupted and any(drift.fixable for drift in report.drifts):
@@ -254,5 +269,6 @@ def _print_audit(report: AuditReport, route: str) -> None:
     )
     click.echo(
         f"{report.by_header} compared by their list rows, {report.by_lines} read whole"
-        + ("; stopped before the end (Ctrl-C): run it again for the rest" if report.interrupted else "")
+        + (f" ({report.resumed} of them in the audit resumed)" if report.resumed else "")
+        + ("; stopped before the end (Ctrl-C): --resume goes on from here" if report.interrupted else "")
     )
