@@ -141,12 +141,13 @@ class ProgressReport:
 
     Called as ``progress(done, total, eta)``; ``eta``, when given, is the seconds the API budget needs for
     the calls left (not a guess from the speed so far), shown beside the bar. Prints nothing when ``total``
-    stays under ``minimum``.
+    stays under ``minimum``, or when ``quiet`` (a command asked for ``--json``).
     """
 
-    def __init__(self, label: str, *, minimum: int = 0) -> None:
+    def __init__(self, label: str, *, minimum: int = 0, quiet: bool = False) -> None:
         self.label = label
-        self.minimum = minimum
+        # A huge minimum: nothing reaches it (`--json` output stays the JSON alone).
+        self.minimum = sys.maxsize if quiet else minimum
         self._bar: Any = None
         self._tenth = -1
         self._tty = sys.stderr.isatty()

@@ -111,7 +111,10 @@ def backfill(
     async def work() -> resync.SyncRun:
         async with connected(settings, url) as (redis, _):
             label = f"backfill {route.name}: " + ("synced" if wait else "scheduled")
-            with ProgressReport(label) as progress, ctrl_c_stops("the backfill") as stopped:
+            with (
+                ProgressReport(label, quiet=as_json) as progress,
+                ctrl_c_stops("the backfill") as stopped,
+            ):
                 return await resync.backfill(
                     settings,
                     redis,
@@ -199,7 +202,7 @@ def audit(
     async def work() -> tuple[AuditReport, resync.SyncRun | None]:
         async with connected(settings, url) as (redis, _):
             with (
-                ProgressReport(f"audit {route.name}: compared") as progress,
+                ProgressReport(f"audit {route.name}: compared", quiet=as_json) as progress,
                 ctrl_c_stops("the audit") as stopped,
             ):
                 report = await resync.audit(
@@ -215,7 +218,7 @@ def audit(
             run = None
             if fix and not report.interrupted and any(drift.fixable for drift in report.drifts):
                 with (
-                    ProgressReport(f"audit {route.name}: fixed") as progress,
+                    ProgressReport(f"audit {route.name}: fixed", quiet=as_json) as progress,
                     ctrl_c_stops("the fixes") as stopped,
                 ):
                     run = await resync.fix(
