@@ -24,6 +24,7 @@ from tasks.audit import AuditReport, Checked, Drift, audit_route
 from tasks.backfill import Progress, budget_eta, estimated_calls, plan_backfill
 from tasks.client import ApiClient, api_session
 from tasks.drift import Difference
+from tasks.invoice import Status
 from tasks.model import Route
 from tasks.sync import ABSENT
 from worker import keys
@@ -267,8 +268,11 @@ async def backfill(
     ]
     # Oldest first, so mirrors are made in the order the source made the invoices; but first the first
     # invoice of each debtor the target lacks, alone, so that its sync makes the debtor before others of
-    # the same debtor race to search for it and make it too.
-    work.sort(key=lambda item: int(item.document))
+    # the same debtor race to search for it and make it too; and credited ones last: the target gives the
+    # credit invoice it makes its own next number until the sync renumbers it, which a mirror being made
+    # beside it would need (refused, searched, retried).
+    credited = {invoice.id for invoice in plan.create + plan.sync if invoice.status is Status.CANCELLED}
+    work.sort(key=lambda item: (item.document in credited, int(item.document)))
     parties = {invoice.id: invoice.party for invoice in plan.create}
     firsts: dict[str, ToSync] = {}
     for item in work:
