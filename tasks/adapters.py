@@ -545,7 +545,9 @@ class SalesLedger(_ApiLedger):
         }
         return await self._add(params, source, marker)
 
-    async def settle_credit(self, credit: Invoice, marker: str, source_credit: Invoice | None) -> Invoice:
+    async def settle_credit(
+        self, credit: Invoice, marker: str, source_credit: Invoice | None, *, again: bool = False
+    ) -> Invoice:
         """Give the credit invoice the target made its original's marker and the source credit's number."""
         changes: dict[str, Any] = {}
         if credit.reference != marker:
@@ -566,6 +568,10 @@ class SalesLedger(_ApiLedger):
                     f"(id {holder.id})",
                     exchange=exc.exchange,
                 ) from exc
+            if holder is None and "InvoiceCode" in changes and not again:
+                # Nobody holds it now: another credit invoice held it and was renumbered meanwhile (as in
+                # `_add`). Once more; a second refusal stands.
+                return await self.settle_credit(credit, marker, source_credit, again=True)
             raise
         return self.document(answer)
 
