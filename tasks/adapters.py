@@ -62,6 +62,8 @@ DEBTOR_FIELDS: Final = (
     "EmailAddress",
     "TaxNumber",
 )
+# The id-map kind of a debtor code a bulk run's listing of the target's debtors did not find.
+DEBTOR_ABSENT: Final = "debtor_absent"
 # List pages a bulk listing reads at once, once the first page told how many there are.
 LIST_CONCURRENCY: Final = 4
 # WeFact's payment methods; a HostFact method outside these is booked as a bank transfer.
@@ -580,7 +582,10 @@ class SalesLedger(_ApiLedger):
         known = await self.ids.get("debtor", source.party)
         if known:
             return known
-        if not await self._debtor_exists(source.party):
+        # A bulk run's listing of the target's debtors found none with this code: add it without a search
+        # (a refused add searches, as ever, so a hint gone stale costs a call, never a wrong debtor).
+        listed_absent = await self.ids.get(DEBTOR_ABSENT, source.party) is not None
+        if listed_absent or not await self._debtor_exists(source.party):
             fields = {key: value for key, value in source.party_details.items() if key in DEBTOR_FIELDS}
             params = {"DebtorCode": source.party, **fields, **INERT_DEBTOR[self.client.dialect]}
             try:
@@ -590,6 +595,8 @@ class SalesLedger(_ApiLedger):
                 if not await self._debtor_exists(source.party):
                     raise
         await self.ids.put("debtor", source.party, source.party)
+        if listed_absent:
+            await self.ids.forget(DEBTOR_ABSENT, source.party)
         return source.party
 
     async def _debtor_exists(self, code: str) -> bool:

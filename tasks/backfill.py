@@ -16,9 +16,10 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from tasks import credits
-from tasks.adapters import LIST_CONCURRENCY, ledger_for, listed_sales, parse_sales_invoice
-from tasks.client import ApiClient, Row
+from tasks.adapters import DEBTOR_ABSENT, LIST_CONCURRENCY, ledger_for, listed_sales, parse_sales_invoice
+from tasks.client import ApiClient, Row, Rows
 from tasks.drift import compare
+from tasks.errors import PermanentError
 from tasks.invoice import Invoice, Status, marker
 from tasks.ledger import IdMap, Ledger
 from tasks.model import Route
@@ -98,8 +99,8 @@ async def plan_backfill(
 ) -> BackfillPlan:
     """List the source's invoices and the target's marked documents, and decide per invoice.
 
-    Writes to the id map only what a sync would: the mirror a marked document the map did not name is, and
-    a debtor that already exists in a sales target.
+    Writes to the id map what a sync would (the mirror a marked document the map did not name is, a debtor
+    that already exists in a sales target) and that a debtor was not found (`adapters.DEBTOR_ABSENT`).
     """
     plan = BackfillPlan(listed_at=time.time())
     ledger = ledger_for(route, target, ids, [])
@@ -124,8 +125,9 @@ async def plan_backfill(
         # Every mirror is in the listing: learn the markers of those the id map does not name (a lost or
         # partly rebuilt map), so that what is left unnamed is certainly absent.
         plan.read_markers = len(unnamed)
-        await _learn_markers(route, ledger, ids, unnamed, set(wanted_ids), mirrors)
-        certain = True
+        certain = await _learn_markers(
+            route, ledger, ids, [target_rows[ident] for ident in unnamed], set(wanted_ids), mirrors
+        )
     else:
         # The source was listed in part: unnamed mirrors are expected (of invoices not listed), so none of
         # the listed invoices is known to be absent; their syncs search as ever.
@@ -160,30 +162,39 @@ async def _learn_markers(
     route: Route,
     ledger: Ledger,
     ids: IdMap,
-    unnamed: list[str],
+    unnamed: Rows,
     wanted: set[str],
     mirrors: dict[str, str],
-) -> None:
+) -> bool:
     """Read each marked document the id map does not name (list rows of HostFact carry no marker) and map
-    it, as `factsync remap` would."""
+    it, as `factsync remap` would; False when one could not be read (gone meanwhile, or refused): then no
+    invoice is taken for certain to have no mirror."""
     pattern = re.compile(re.escape(marker_prefix(route.source)) + r"(\d+)\]")
     gate = asyncio.Semaphore(READ_CONCURRENCY)
 
-    async def learn(document_id: str) -> None:
-        async with gate:
-            document = await ledger.read(document_id)
-        match = pattern.fullmatch(document.reference)
+    async def learn(row: Row) -> bool:
+        document_id = str(row["Identifier"])
+        # WeFact's purchase rows carry the marker (Comment); the others are read for it.
+        reference = ledger.listed(row).invoice.reference
+        if not reference:
+            try:
+                async with gate:
+                    reference = (await ledger.read(document_id)).reference
+            except PermanentError:
+                return False
+        match = pattern.fullmatch(reference)
         if match and match.group(1) in wanted and match.group(1) not in mirrors:
             mirrors[match.group(1)] = document_id
             await ids.put("invoice", match.group(1), document_id)
+        return True
 
-    await asyncio.gather(*(learn(document_id) for document_id in unnamed))
+    return all(await asyncio.gather(*(learn(row) for row in unnamed)))
 
 
 async def _known_debtors(target: ApiClient, ids: IdMap, parties: set[str]) -> set[str]:
     """Remember the debtors of ``parties`` the target already has, as a sync does after its `debtor list`
-    search, so the syncs that make mirrors for them search no more (one paged listing instead); return
-    those it lacks."""
+    search, and those it lacks as such, so the syncs that make mirrors for them search no more (one paged
+    listing instead); return those it lacks."""
     known = await ids.get_many("debtor", sorted(parties))
     if len(known) == len(parties):
         return set()
@@ -195,6 +206,7 @@ async def _known_debtors(target: ApiClient, ids: IdMap, parties: set[str]) -> se
             await ids.put("debtor", party, party)
         else:
             lacking.add(party)
+            await ids.put(DEBTOR_ABSENT, party, str(round(time.time())))
     return lacking
 
 
