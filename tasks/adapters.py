@@ -11,7 +11,7 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Any, Final
 
-from tasks.client import ApiClient
+from tasks.client import ApiClient, Rows
 from tasks.errors import ApiError, PermanentError, TransientError
 from tasks.invoice import (
     MARKER_PREFIX,
@@ -25,7 +25,7 @@ from tasks.invoice import (
     percentage,
     quantity,
 )
-from tasks.ledger import Applied, IdMap, Ledger
+from tasks.ledger import Applied, IdMap, Ledger, Listed
 from tasks.model import Route
 from tasks.plan import (
     AddLines,
@@ -73,6 +73,10 @@ DEBTOR_FIELDS: Final = (
     "EmailAddress",
     "TaxNumber",
 )
+# The id-map kind of a debtor code a bulk run's listing of the target's debtors did not find.
+DEBTOR_ABSENT: Final = "debtor_absent"
+# List pages a bulk listing reads at once, once the first page told how many there are.
+LIST_CONCURRENCY: Final = 4
 # WeFact's payment methods; a HostFact method outside these is booked as a bank transfer.
 WEFACT_PAYMENT_METHODS: Final = frozenset({"wire", "auth", "ideal", "paypal", "cash", "other"})
 # What keeps a mirror inert (invariant 9). Authorisation "no": HostFact puts a Status 2/3 invoice whose
@@ -172,6 +176,45 @@ def parse_sales_invoice(row: Mapping[str, Any]) -> Invoice:
     return replace(invoice, party_details=details)
 
 
+# The row keys that carry `drift.compare`'s header fields.
+_ROW_FIELDS: Final = (("number", "InvoiceCode"), ("amount", "AmountIncl"), ("date", "Date"), ("term", "Term"))
+# Raw statuses at which an open amount tells what was paid (sales: sent, partly paid; purchase: open, partly
+# paid). HostFact's invoice list row gives AmountOpen 0 at every other status, credit invoices and paid ones
+# included (invoice_api_controller::list_api_action), so a paid invoice's paid amount is not in its row.
+SALES_OPEN_STATUSES: Final = frozenset({2, 3})
+PURCHASE_OPEN_STATUSES: Final = frozenset({1, 2})
+
+
+def listed(row: Mapping[str, Any], invoice: Invoice, open_statuses: frozenset[int]) -> Listed:
+    """What a list row says of ``invoice`` (parsed from it): the paid amount where the row tells it.
+
+    AmountPaid where a row has it (WeFact's rows); HostFact's purchase rows have PartPayment, AmountIncl −
+    AmountPaid at every status (creditinvoice_api_controller::list_api_action); its sales rows AmountOpen,
+    which tells only at ``open_statuses``; WeFact's AmountOutstanding likewise."""
+    fields = {name for name, key in _ROW_FIELDS if key in row}
+    paid: Decimal | None = None
+    try:
+        status = int(row.get("Status", -1))
+        if "AmountPaid" in row:
+            paid = money(row["AmountPaid"])
+        elif "PartPayment" in row and "AmountIncl" in row:
+            paid = money(row["AmountIncl"]) - money(row["PartPayment"])
+        elif status in open_statuses and "AmountIncl" in row:
+            left = row.get("AmountOpen", row.get("AmountOutstanding"))
+            paid = None if left is None else money(row["AmountIncl"]) - money(left)
+    except _MALFORMED:
+        paid = None
+    if paid is not None:
+        fields.add("paid")
+        invoice = replace(invoice, amount_paid=paid)
+    return Listed(invoice, frozenset(fields))
+
+
+def listed_sales(row: Mapping[str, Any]) -> Listed:
+    """A sales invoice's list row (the source's, or a sales mirror's)."""
+    return listed(row, parse_sales_invoice(row), SALES_OPEN_STATUSES)
+
+
 # What parsing a malformed answer raises: a missing key, a string where an object belongs, "abc" as an amount.
 _MALFORMED: Final = (KeyError, TypeError, ValueError, ArithmeticError, AttributeError)
 
@@ -223,6 +266,7 @@ class _ApiLedger:
     # The number `add` refuses when another document holds it; None when the target never refuses one.
     number_key: str | None
     statuses: Mapping[int, Status]
+    open_statuses: frozenset[int]
     party_key: str
     paid_keeps_amount: bool
 
@@ -295,6 +339,17 @@ class _ApiLedger:
         # List rows carry no lines: read the mirror itself.
         mirror = await self.read(listed.id) if listed else None
         return mirror, credit
+
+    async def listing(self, prefix: str) -> Rows:
+        """The list rows of every document whose marker contains ``prefix`` (credit invoices included): one
+        paged search (LIKE %prefix%, api_controller::getFilterValues), a call per 1 000 documents."""
+        return await self.client.list(
+            self.controller, searchat=self.marker_field, searchfor=prefix, concurrency=LIST_CONCURRENCY
+        )
+
+    def listed(self, row: Mapping[str, Any]) -> Listed:
+        """A row of `listing`, with what it tells; its marker only where the row carries the marker field."""
+        return listed(row, self.parse(row), self.open_statuses)
 
     async def marked(self, prefix: str) -> list[tuple[str, str]]:
         """(marker, document id) of every document whose marker starts with ``prefix``, credit invoices
@@ -374,22 +429,20 @@ class _ApiLedger:
         )
         return Applied(self.document(answer))
 
-    async def _add(self, params: dict[str, Any], source: Invoice, marker: str) -> Applied:
+    async def _add(
+        self, params: dict[str, Any], source: Invoice, marker: str, *, again: bool = False
+    ) -> Applied:
         """`add` the mirror; when the target refuses, find out whether its number is taken, and by whom."""
         number = params.get(self.number_key) if self.number_key else None
         try:
             answer = await self.call(self.controller, "add", params, source.code)
         except PermanentError as refused:
             holder = await self.holder(number) if number else None
-            if holder is None and number:
-                # Taken when the target refused, free now: a credit invoice the target numbered from its own
-                # sequence got its source number in between (settle_credit, in another document's sync).
-                # The refused add made nothing, so adding once more cannot double the mirror.
-                try:
-                    answer = await self.call(self.controller, "add", params, source.code)
-                except PermanentError:
-                    raise refused from None
-                return Applied(self.document(answer))
+            if holder is None and number and not again:
+                # Nobody holds the number now: a credit invoice the target numbered itself may have held it
+                # and been given its source's number by its own sync meanwhile. Once more; a second refusal
+                # stands.
+                return await self._add(params, source, marker, again=True)
             if holder is None:
                 raise
             if holder.reference == marker:
@@ -427,6 +480,7 @@ class SalesLedger(_ApiLedger):
     line_controller = "invoiceline"
     number_key = "InvoiceCode"
     statuses = SALES_STATUSES
+    open_statuses = SALES_OPEN_STATUSES
     party_key = "DebtorCode"
     paid_keeps_amount = True
 
@@ -549,7 +603,10 @@ class SalesLedger(_ApiLedger):
         known = await self.ids.get("debtor", source.party)
         if known:
             return known
-        if not await self._debtor_exists(source.party):
+        # A bulk run's listing of the target's debtors found none with this code: add it without a search
+        # (a refused add searches, as ever, so a hint gone stale costs a call, never a wrong debtor).
+        listed_absent = await self.ids.get(DEBTOR_ABSENT, source.party) is not None
+        if listed_absent or not await self._debtor_exists(source.party):
             fields = {key: value for key, value in source.party_details.items() if key in DEBTOR_FIELDS}
             params = {"DebtorCode": source.party, **fields, **INERT_DEBTOR[self.client.dialect]}
             try:
@@ -559,6 +616,8 @@ class SalesLedger(_ApiLedger):
                 if not await self._debtor_exists(source.party):
                     raise
         await self.ids.put("debtor", source.party, source.party)
+        if listed_absent:
+            await self.ids.forget(DEBTOR_ABSENT, source.party)
         return source.party
 
     async def _debtor_exists(self, code: str) -> bool:
@@ -580,6 +639,7 @@ class PurchaseLedger(_ApiLedger):
     # (the source's InvoiceCode) is never refused (creditinvoice::is_freeExt only warns).
     number_key = None
     statuses = PURCHASE_STATUSES
+    open_statuses = PURCHASE_OPEN_STATUSES
     party_key = "CreditorCode"
     # HostFact's creditinvoice markaspaid sets AmountPaid to 0: a paid one's amount says nothing.
     paid_keeps_amount = False

@@ -5,6 +5,7 @@ It never retries: it raises a ``tasks.errors`` class and the runtime's single re
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -300,33 +301,23 @@ class ApiClient:
             )
         return item
 
-    async def list(self, controller: str, *, page_size: int = 1000, **filters: Any) -> Rows:
+    async def list(
+        self, controller: str, *, page_size: int = 1000, concurrency: int = 1, **filters: Any
+    ) -> Rows:
         """Page through ``list`` with offset/limit and return every row (an empty list omits the plural key).
 
         Offset paging over a live table can repeat rows when others insert meanwhile; rows are de-duplicated
         by Identifier. Filters are the API's own lowercase names (``status``, ``searchat``, ``modified``...).
+        ``concurrency``: once the first page told ``totalresults``, read up to this many further pages at
+        once (each still through the throttle). Offsets stay multiples of ``page_size``: HostFact turns the
+        offset into a page number, offset / limit + 1 (invoice_api_controller::list_api_action).
         """
-        if page_size <= 0:
-            raise ValueError("page_size must be positive")
-        plural = f"{controller}s"
+        if page_size <= 0 or concurrency <= 0:
+            raise ValueError("page_size and concurrency must be positive")
         rows: Rows = []
         seen: set[str] = set()
-        offset = 0
-        while True:
-            envelope = await self.call(controller, "list", {**filters, "offset": offset, "limit": page_size})
-            page = envelope.get(plural, [])
-            total = _as_int(envelope.get("totalresults"))
-            if not isinstance(page, list):
-                raise TransientError(
-                    self._message(controller, "list", f"{plural!r} is not a list"),
-                    exchange=self.last_exchange,
-                )
-            # More rows announced than received, yet none under the key: the plural is not `controller + "s"`.
-            if not page and total is not None and offset < total:
-                raise PermanentError(
-                    self._message(controller, "list", f"totalresults {total} but no {plural!r} rows"),
-                    exchange=self.last_exchange,
-                )
+
+        def keep(page: Rows) -> None:
             for row in page:
                 ident = row.get("Identifier") if isinstance(row, dict) else None
                 if ident is not None:
@@ -334,9 +325,51 @@ class ApiClient:
                         continue
                     seen.add(str(ident))
                 rows.append(row)
+
+        page, total = await self._page(controller, filters, 0, page_size)
+        keep(page)
+        offset = len(page)
+        if concurrency > 1 and total is not None and len(page) == page_size and total > offset:
+            offsets = list(range(page_size, total, page_size))
+            gate = asyncio.Semaphore(concurrency)
+
+            async def read(at: int) -> tuple[Rows, int | None]:
+                async with gate:
+                    return await self._page(controller, filters, at, page_size)
+
+            pages = await asyncio.gather(*(read(at) for at in offsets))
+            for got, _ in pages:
+                keep(got)
+            last, last_total = pages[-1]
+            offset = offsets[-1] + len(last)
+            page, total = last, last_total if last_total is not None else total
+        # Sequentially from here: every page when not concurrent, and rows added while the pages were read.
+        while not (len(page) < page_size or (total is not None and offset >= total)):
+            page, total = await self._page(controller, filters, offset, page_size)
+            keep(page)
             offset += len(page)
-            if len(page) < page_size or (total is not None and offset >= total):
-                return rows
+        return rows
+
+    async def _page(
+        self, controller: str, filters: Mapping[str, Any], offset: int, page_size: int
+    ) -> tuple[Rows, int | None]:
+        """One page of ``list`` and the ``totalresults`` it announced."""
+        plural = f"{controller}s"
+        envelope = await self.call(controller, "list", {**filters, "offset": offset, "limit": page_size})
+        page = envelope.get(plural, [])
+        total = _as_int(envelope.get("totalresults"))
+        if not isinstance(page, list):
+            raise TransientError(
+                self._message(controller, "list", f"{plural!r} is not a list"),
+                exchange=self.last_exchange,
+            )
+        # More rows announced than received, yet none under the key: the plural is not `controller + "s"`.
+        if not page and total is not None and offset < total:
+            raise PermanentError(
+                self._message(controller, "list", f"totalresults {total} but no {plural!r} rows"),
+                exchange=self.last_exchange,
+            )
+        return page, total
 
     # -- internals -----------------------------------------------------------------------------------------
 

@@ -5,8 +5,9 @@ Adapters implement `Ledger` per controller (`tasks.adapters`); the runtime imple
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from tasks.invoice import Invoice
 from tasks.plan import Step
@@ -22,6 +23,15 @@ class Applied:
     note: Invoice | None = None
     # False when the state above is the adapter's prediction rather than the API's answer.
     fresh: bool = True
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A document as a `list` row shows it: its header (no lines), and which of `drift.compare`'s fields the
+    row carries, so a header comparison compares only those."""
+
+    invoice: Invoice
+    fields: frozenset[str]
 
 
 class Ledger(Protocol):
@@ -42,6 +52,12 @@ class Ledger(Protocol):
 
     async def find(self, marker: str) -> tuple[Invoice | None, Invoice | None]:
         """The mirror carrying ``marker``, and the credit invoice made from it, if any."""
+
+    async def listing(self, prefix: str) -> list[dict[str, Any]]:
+        """The list rows of every document whose marker contains ``prefix``, credit invoices included."""
+
+    def listed(self, row: Mapping[str, Any]) -> Listed:
+        """A row of `listing` as a header, with the fields it carries."""
 
     async def marked(self, prefix: str) -> list[tuple[str, str]]:
         """(marker, document id) of every mirror whose marker starts with ``prefix``."""
@@ -66,3 +82,10 @@ class IdMap(Protocol):
         """Remember ``member`` in the set of ``kind`` for ``source_id`` (links one source id has many of)."""
 
     async def members(self, kind: str, source_id: str) -> set[str]: ...
+
+    async def get_many(self, kind: str, source_ids: list[str]) -> dict[str, str]:
+        """The remembered ids of ``kind`` for many source ids at once (those remembered only): what a bulk
+        run reads in one go rather than one round trip per invoice."""
+
+    async def members_many(self, kind: str, source_ids: list[str]) -> dict[str, set[str]]:
+        """The sets of ``kind`` for many source ids at once (the non-empty ones only)."""

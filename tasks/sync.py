@@ -8,6 +8,7 @@ The caller holds the document's lock, so the mirror read here is the one the ste
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -54,6 +55,16 @@ _NOT_AFTER: dict[type, tuple[type, ...]] = {
     Pay: (Pay,),
     MarkUnpaid: (MarkUnpaid,),
 }
+
+
+# A bulk run that listed the target and found no mirror of an invoice leaves this hint (the listing's time),
+# so the sync it schedules makes the mirror without searching the target for it first. A sync writes CREATING
+# (and uses the hint up) before it adds a mirror, and forgets CREATING once the id map holds the mirror: the
+# hint counts only while neither the id map nor CREATING says a mirror may have been made since, and only this
+# long (a Redis restored from an older copy must not make a hint outlive the mirror it denies).
+ABSENT = "absent"
+CREATING = "creating"
+HINT_SECONDS = 24 * 3600
 
 
 def not_mirrored(route: Route, invoice: Invoice) -> str | None:
@@ -182,6 +193,12 @@ class _Convergence:
                 taken.append(_describe(step))
                 mirror, fresh = predict(step, self.wanted, mirror), False
                 continue
+            if isinstance(step, CreateMirror):
+                # Before the add: should it land and this sync die before the id map holds it, no listing's
+                # hint may make the next sync skip the search for it. The hint is used up here, not when read,
+                # so a sync retried before it made anything still makes the mirror without a search.
+                await self.ids.put(CREATING, self.wanted.id, str(round(time.time())))
+                await self.ids.forget(ABSENT, self.wanted.id)
             try:
                 applied = await self.ledger.apply(step, self.wanted, mirror, self._marker_for(step))
             except PermanentError:
@@ -195,6 +212,7 @@ class _Convergence:
             taken.append(_describe(step))
             if isinstance(step, CreateMirror) and applied.mirror is not None:
                 await self.ids.put("invoice", self.wanted.id, applied.mirror.id)
+                await self.ids.forget(CREATING, self.wanted.id)
             before = mirror
             mirror, fresh = applied.mirror or mirror, applied.fresh
             if before is not None and mirror is not None:
@@ -261,12 +279,29 @@ class _Convergence:
     async def _locate(self) -> tuple[Invoice | None, Invoice | None]:
         """The mirror by the remembered id, else by its marker (the id was lost or never stored)."""
         known = await self.ids.get("invoice", self.wanted.id)
+        if known is None and await self._listed_absent():
+            return None, None
         mirror, credit = await self.ledger.locate(known, self.marker)
         if known and (mirror is None or mirror.id != known):
             await self.ids.forget("invoice", self.wanted.id)
         if mirror is not None and mirror.id != known:
             await self.ids.put("invoice", self.wanted.id, mirror.id)
+            # Found: whatever a listing said or a sync set out to do, the id map now says it.
+            await self.ids.forget(CREATING, self.wanted.id)
+            await self.ids.forget(ABSENT, self.wanted.id)
         return mirror, credit
+
+    async def _listed_absent(self) -> bool:
+        """Whether a bulk run's listing of the target, taken after anything the id map knows, found no mirror,
+        and no sync has set out to make one since."""
+        hint = await self.ids.get(ABSENT, self.wanted.id)
+        if hint is None:
+            return False
+        try:
+            fresh = time.time() - float(hint) < HINT_SECONDS
+        except ValueError:
+            return False
+        return fresh and await self.ids.get(CREATING, self.wanted.id) is None
 
     async def _check_taken(self, step: Step, mirror: Invoice | None) -> None:
         """Fail before writing again when the target's answer shows ``step`` did not do what it meant.

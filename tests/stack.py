@@ -94,6 +94,8 @@ async def running_stack(
     creditors: dict[str, str] | None = None,
     workers: int = 1,
     route_options: dict[str, Any] | None = None,
+    budget: int = TEST_BUDGET,
+    target_budget: int | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Stack]:
     port = free_port()
@@ -112,7 +114,7 @@ async def running_stack(
                     "api_url": sim.api_url("hostfact"),
                     "api_key": SOURCE_KEY,
                     "hook_secrets": [HOOK_SECRET],
-                    "rate_limit_per_minute": TEST_BUDGET,
+                    "rate_limit_per_minute": budget,
                 }
             },
             "targets": {
@@ -120,7 +122,7 @@ async def running_stack(
                     "api_url": sim.api_url("target"),
                     "api_key": TARGET_KEY,
                     "dialect": target_dialect,
-                    "rate_limit_per_minute": TEST_BUDGET,
+                    "rate_limit_per_minute": target_budget or budget,
                 }
             },
             "routes": {

@@ -180,6 +180,18 @@ async def test_list_pages_through_offset_and_limit(env: Env) -> None:
     ]
 
 
+async def test_list_reads_the_pages_after_the_first_at_once_with_offsets_in_steps_of_the_limit(
+    env: Env,
+) -> None:
+    ids = seed_invoices(env, 7)
+    rows = await env.client.list("invoice", page_size=2, concurrency=3)
+    assert sorted(int(row["Identifier"]) for row in rows) == sorted(ids)
+    pages = [call.params for call in env.sim.calls if call.action == "list"]
+    # HostFact reads offset / limit + 1 as the page number: every offset a multiple of the limit.
+    assert sorted(int(page["offset"]) for page in pages) == [0, 2, 4, 6]
+    assert {page["limit"] for page in pages} == {"2"}
+
+
 async def test_an_empty_list_omits_the_plural_key(env: Env) -> None:
     assert await env.client.list("invoice", searchfor="nothing-is-called-this") == []
     assert env.client.last_exchange is not None

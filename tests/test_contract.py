@@ -76,6 +76,12 @@ class NoIds:
     async def members(self, kind: str, source_id: str) -> set[str]:
         return set()
 
+    async def get_many(self, kind: str, source_ids: list[str]) -> dict[str, str]:
+        return {}
+
+    async def members_many(self, kind: str, source_ids: list[str]) -> dict[str, set[str]]:
+        return {}
+
 
 def client_for(canned: Canned, dialect: Dialect) -> ApiClient:
     return ApiClient(Administration(name="t", dialect=dialect, api_url=canned.url, api_key="k" * 32))

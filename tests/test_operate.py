@@ -292,6 +292,7 @@ async def test_backfill_syncs_the_sources_invoices_with_a_progress_report(
         assert ran.code == 0, ran.err
         assert "23 invoice(s) listed in hostfact; skipped 1 draft" in ran.out
         assert "22 sync(s): 22 done" in ran.out
+        assert "0 mirror(s) in step by their list rows; 22 to sync, 22 of them new" in ran.out
         assert "backfill sales: synced: 22/22 (100%)" in ran.err, "a progress report"
         assert len(stack.target.invoices) == 22
         listed = (await cli(config, "events", "list", "--action", "backfill", "--json")).json()
@@ -307,6 +308,7 @@ async def test_backfill_syncs_the_sources_invoices_with_a_progress_report(
         # Once a crash after the work ran (asdict of a Counter made tuple keys); the JSON must parse.
         run = since.json()
         assert (run["listed"], run["outcomes"], run["waited"]) == (1, {"done": 1}, True)
+        assert "backfill sales:" not in since.err, "--json prints no progress"
         assert stack.target.invoice_by_code("F0005")["Status"] == 4
         one = (await cli(config, "events", "list", "--invoice", "F0005", "--since", cut, "--json")).json()
         assert [e["action"] for e in one] == ["backfill"] and one[0]["payload"]["since"]
@@ -332,6 +334,7 @@ async def test_audit_finds_planted_drift_and_fix_mends_it(
         assert [paid_mirror["InvoiceCode"], "paid", "0.00", "10.00", "yes"] in rows
         assert [lost["InvoiceCode"], "mirror", lost["InvoiceCode"], "missing", "yes"] in rows
         assert "3 invoice(s) compared, 2 drifted" in found.out
+        assert "1 compared by their list rows, 2 read whole" in found.out
         assert "audit sales: compared: 3/3 (100%)" in found.err
         report = (await cli(config, "audit", "--route", "sales", "--json")).json()
         assert {d["code"] for d in report["drifts"]} == {paid_mirror["InvoiceCode"], lost["InvoiceCode"]}

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from tasks.client import RateLimit
 from tasks.errors import RateLimited
-from worker.ratelimit import SharedRateLimit
+from worker.ratelimit import SharedRateLimit, bulk_calls
 
 
 async def test_two_workers_share_one_budget(redis: Redis) -> None:
@@ -59,3 +59,50 @@ async def test_the_servers_own_count_slows_down_before_a_ban(redis: Redis) -> No
     assert 15 < caught.value.retry_after <= 20
     limiter.observe("wefact", RateLimit(remaining_minute=100, reset_minute=time.time() + 20))
     await limiter.acquire("wefact")
+
+
+async def test_bulk_calls_leave_the_burst_to_the_hooks_syncs(redis: Redis) -> None:
+    # One call a second, a burst of 5. A backfill (bulk) and a hook's sync (live) share it.
+    backfill = SharedRateLimit(redis, {"wefact": 60}, burst=5, max_wait=0.2, bulk_max_wait=0.2)
+    hook = SharedRateLimit(redis, {"wefact": 60}, burst=5, max_wait=0.2)
+    async with bulk_calls():
+        await backfill.acquire("wefact")
+        # The bulk run has had its slot; it may not dig into the burst for the next one.
+        with pytest.raises(RateLimited):
+            await backfill.acquire("wefact")
+    # A hook's sync arriving now goes at once, four calls of it, and the budget still holds after them.
+    started = time.monotonic()
+    for _ in range(4):
+        await hook.acquire("wefact")
+    assert time.monotonic() - started < 0.2
+    with pytest.raises(RateLimited):
+        await hook.acquire("wefact")
+
+
+async def test_the_bulk_mark_holds_for_its_task_and_the_tasks_it_starts_only(redis: Redis) -> None:
+    limiter = SharedRateLimit(redis, {"a": 60, "b": 60}, burst=3, max_wait=0.1, bulk_max_wait=0.1)
+
+    async def twice(name: str) -> bool:
+        await limiter.acquire(name)
+        try:
+            await limiter.acquire(name)
+        except RateLimited:
+            return False
+        return True
+
+    async def bulk_job() -> bool:
+        async with bulk_calls():
+            (second_went,) = await asyncio.gather(twice("a"))
+            return second_went
+
+    bulk_second, live_second = await asyncio.gather(bulk_job(), twice("b"))
+    assert (bulk_second, live_second) == (False, True)
+
+
+async def test_a_bulk_call_waits_longer_for_its_slot_than_a_live_one(redis: Redis) -> None:
+    limiter = SharedRateLimit(redis, {"wefact": 120}, burst=1, max_wait=0.1, bulk_max_wait=2)
+    await limiter.acquire("wefact")
+    with pytest.raises(RateLimited):
+        await limiter.acquire("wefact")  # a hook's sync gives the job back to the retry loop
+    async with bulk_calls():
+        await limiter.acquire("wefact")  # a backfill's waits the half second

@@ -7,6 +7,10 @@ from redis.asyncio import Redis
 from worker import keys
 from worker.redisio import done, text
 
+# Keys per round trip of a bulk read: large enough that 20 000 ids take a handful, small enough that no
+# single command holds Redis up.
+_CHUNK = 2000
+
 
 class RedisIdMap:
     def __init__(self, redis: Redis, route: str) -> None:
@@ -31,3 +35,22 @@ class RedisIdMap:
     async def members(self, kind: str, source_id: str) -> set[str]:
         found = await done(self.redis.smembers(keys.mapping(self.route, kind, source_id)))
         return {text(member) for member in found}
+
+    async def get_many(self, kind: str, source_ids: list[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for start in range(0, len(source_ids), _CHUNK):
+            chunk = source_ids[start : start + _CHUNK]
+            values = await done(self.redis.mget([keys.mapping(self.route, kind, i) for i in chunk]))
+            found.update({i: text(v) for i, v in zip(chunk, values, strict=True) if v is not None})
+        return found
+
+    async def members_many(self, kind: str, source_ids: list[str]) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        for start in range(0, len(source_ids), _CHUNK):
+            chunk = source_ids[start : start + _CHUNK]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for source_id in chunk:
+                    pipe.smembers(keys.mapping(self.route, kind, source_id))
+                sets = await pipe.execute()
+            found.update({i: {text(m) for m in s} for i, s in zip(chunk, sets, strict=True) if s})
+        return found

@@ -40,7 +40,7 @@ from worker.metrics import (
     observe_limit,
 )
 from worker.queue import FAN_OUT, SYNC, arq_redis, job_deserializer, job_serializer
-from worker.ratelimit import SharedRateLimit
+from worker.ratelimit import SharedRateLimit, bulk_calls
 from worker.redisio import done as redis_done
 from worker.retry import backoff, give_up_reason
 from worker.store import FINAL, SYNTHETIC, EventStore
@@ -240,7 +240,8 @@ async def _sync_claimed(ctx: dict[str, Any], claim: Claim) -> list[str]:
         try:
             # Within arq's job timeout, so that a slow sync is retried here, with its outcome recorded,
             # rather than killed by arq, which would drop the job and leave its events running forever.
-            async with asyncio.timeout(settings.sync_budget):
+            bulk = await store.only_synthetic(claim.event_ids)  # a backfill's: the hooks' go first
+            async with asyncio.timeout(settings.sync_budget), bulk_calls(bulk):
                 result: SyncResult = await sync_invoice(
                     route,
                     claim.document,

@@ -86,6 +86,12 @@ def mapping(route: str, kind: str, source_id: str) -> str:
     return f"{PREFIX}:map:{route}:{kind}:{source_id}"
 
 
+def audit_checked(route: str) -> str:
+    """Hash: source invoice id -> what the route's last audit found reading it whole (JSON), kept while an
+    audit stopped half way may be resumed."""
+    return f"{PREFIX}:audit:{route}:checked"
+
+
 WORKERS = f"{PREFIX}:workers"
 
 

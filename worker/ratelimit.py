@@ -1,7 +1,8 @@
 """The shared API budget: one rate limit per administration across all workers and hosts (GCRA in Redis).
 
 A WeFact 403 (IP ban) pauses every call to that administration for a while; what the server reports in
-its API-RateLimit-* headers slows this process down before the limit is reached.
+its API-RateLimit-* headers slows this process down before the limit is reached. Bulk calls (a backfill's
+or an audit's) never use the burst, which stays for the hooks' syncs: those go first.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import math
 import time
 from collections.abc import Callable
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -39,6 +41,39 @@ return {1, 0}
 """
 
 
+# Whether the calls made in this context (an asyncio task and what it starts) are bulk work.
+_BULK: ContextVar[bool] = ContextVar("factsync_bulk_calls", default=False)
+
+
+class bulk_calls:
+    """Make the calls inside the block bulk calls (when ``bulk``), as ``with`` or ``async with``.
+
+    A bulk call goes only when the administration's budget has not been dipped into (GCRA with no
+    tolerance), so the burst is always there for a hook's sync: it starts at once while a backfill keeps the
+    budget busy, and the two together never exceed it. The mark is a context variable: it holds for the
+    task that set it and the tasks it starts, never for another job's.
+    """
+
+    def __init__(self, bulk: bool = True) -> None:
+        self.bulk = bulk
+        self._token: Token[bool] | None = None
+
+    def __enter__(self) -> None:
+        if self.bulk:
+            self._token = _BULK.set(True)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _BULK.reset(self._token)
+            self._token = None
+
+    async def __aenter__(self) -> None:
+        self.__enter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.__exit__()
+
+
 @dataclass(frozen=True, slots=True)
 class LimitEvent:
     """What the limiter did, for an observer (metrics): it waited, refused a call, or paused after a ban."""
@@ -63,6 +98,8 @@ class SharedRateLimit:
         max_wait: float = 5.0,
         reserve: int = 2,
         on_event: Callable[[LimitEvent], None] | None = None,
+        wait_paused: bool = False,
+        bulk_max_wait: float = 30.0,
     ) -> None:
         self.redis = redis
         self.limits = limits
@@ -70,30 +107,42 @@ class SharedRateLimit:
         self.max_wait = max_wait
         self.reserve = reserve
         self.on_event = on_event
+        # An operator's command waits out a ban pause within ``max_wait`` (telling ``on_event``); a worker
+        # gives the job back to its retry loop at once.
+        self.wait_paused = wait_paused
+        # A bulk call waits longer for its slot before giving up: it is not in a hurry, its run keeps only a
+        # few syncs going at once, and a sync given back to the retry loop would read the source again.
+        self.bulk_max_wait = bulk_max_wait
         self._reported: dict[str, RateLimit] = {}
         self._acquire = redis.register_script(_ACQUIRE)
 
     async def acquire(self, administration: str) -> None:
         """Wait for a slot (at most ``max_wait`` seconds), else raise RateLimited with the time to wait."""
-        deadline = time.monotonic() + self.max_wait
+        deadline = time.monotonic() + (
+            max(self.max_wait, self.bulk_max_wait) if _BULK.get() else self.max_wait
+        )
         per_minute = self.limits.get(administration)
         while True:
             wait = self._server_says_wait(administration)
             if wait <= 0 and per_minute:
                 interval = 60_000 / per_minute
+                tolerance = 0 if _BULK.get() else interval * (self.burst - 1)
                 code, ms = await self._acquire(
                     keys=[keys.rate(administration), keys.paused(administration)],
-                    args=[interval, interval * (self.burst - 1)],
+                    args=[interval, tolerance],
                 )
                 if int(code) == 1:
                     return
+                wait = int(ms) / 1000
                 if int(code) == -1:
+                    if self.wait_paused and time.monotonic() + wait <= deadline:
+                        self._tell(LimitEvent(administration, "paused", wait))
+                        await asyncio.sleep(wait)
+                        continue
                     self._tell(LimitEvent(administration, "paused"))
                     raise RateLimited(
-                        f"calls to {administration} are paused after a ban (HTTP 403)",
-                        retry_after=int(ms) / 1000,
+                        f"calls to {administration} are paused after a ban (HTTP 403)", retry_after=wait
                     )
-                wait = int(ms) / 1000
             elif wait <= 0:
                 return
             if time.monotonic() + wait > deadline:

@@ -393,6 +393,17 @@ class EventStore:
             raws = await pipe.execute()
         return [Event.from_hash({text(k): text(v) for k, v in raw.items()}) if raw else None for raw in raws]
 
+    async def only_synthetic(self, event_ids: list[str]) -> bool:
+        """Whether every one of the events was recorded by a backfill or an audit (none is a hook's): their
+        sync is bulk work, which gives way to the hooks' in the shared API budget."""
+        if not event_ids:
+            return False
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event_id in event_ids:
+                pipe.hget(keys.event(event_id), "action")
+            actions = await pipe.execute()
+        return all(action is not None and text(action) in SYNTHETIC for action in actions)
+
     async def set_status(self, event_id: str, status: Status, **fields: Any) -> str | None:
         """Move an event to ``status`` (updating the indexes) and set extra fields; returns the old status."""
         flat: list[Any] = []

@@ -47,7 +47,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "audit": (
         "worker.cli.repair",
-        "Compare a route's target with its source, invoice by invoice, and print the drift.",
+        "Compare a route's target with its source and print the drift.",
     ),
     "sandbox": (
         "worker.cli.serve",

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from types import TracebackType
@@ -126,12 +127,15 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, indent: str 
 class ProgressReport:
     """A progress bar on a terminal; without one (cron, CI, a log) a line at every tenth of the way.
 
-    Called as ``progress(done, total)``; prints nothing when ``total`` stays under ``minimum``.
+    Called as ``progress(done, total, eta)``; ``eta``, when given, is the seconds the API budget needs for
+    the calls left (not a guess from the speed so far), shown beside the bar. Prints nothing when ``total``
+    stays under ``minimum``, or when ``quiet`` (a command asked for ``--json``).
     """
 
-    def __init__(self, label: str, *, minimum: int = 0) -> None:
+    def __init__(self, label: str, *, minimum: int = 0, quiet: bool = False) -> None:
         self.label = label
-        self.minimum = minimum
+        # A huge minimum: nothing reaches it (`--json` output stays the JSON alone).
+        self.minimum = sys.maxsize if quiet else minimum
         self._bar: Any = None
         self._tenth = -1
         self._tty = sys.stderr.isatty()
@@ -145,20 +149,65 @@ class ProgressReport:
         if self._bar is not None:
             self._bar.__exit__(kind, exc, tb)
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int, eta: float | None = None) -> None:
         if total < max(self.minimum, 1):
             return
+        left = f"ETA {_duration(eta)} at the budget" if eta is not None and done < total else ""
         if self._tty:
             if self._bar is None:
-                self._bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
+                self._bar = click.progressbar(
+                    length=total,
+                    label=self.label,
+                    file=sys.stderr,
+                    show_eta=False,
+                    item_show_func=lambda item: item,
+                )
                 self._bar.__enter__()
             self._bar.length = total
-            self._bar.update(done - self._bar.pos)
+            self._bar.update(done - self._bar.pos, left)
             return
         tenth = done * 10 // total
         if tenth > self._tenth:
             self._tenth = tenth
-            click.echo(f"{self.label}: {done}/{total} ({done * 100 // total}%)", err=True)
+            click.echo(
+                f"{self.label}: {done}/{total} ({done * 100 // total}%)" + (f", {left}" if left else ""),
+                err=True,
+            )
+
+
+def _duration(seconds: float) -> str:
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+@contextlib.contextmanager
+def ctrl_c_stops(what: str) -> Iterator[Callable[[], bool]]:
+    """Inside a command's coroutine: the first Ctrl-C asks the work to stop (the callable then says True) and
+    says so; a second one interrupts at once, as Ctrl-C always does."""
+    loop = asyncio.get_running_loop()
+    asked = False
+
+    def stop() -> None:
+        nonlocal asked
+        asked = True
+        click.echo(f"\nstopping {what}: what is done stays done (Ctrl-C again to quit at once)", err=True)
+        loop.remove_signal_handler(signal.SIGINT)
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, stop)
+    except (NotImplementedError, RuntimeError, ValueError):
+        # Not the main thread (a test's runner) or no signals here: Ctrl-C interrupts as it always did.
+        yield lambda: asked
+        return
+    try:
+        yield lambda: asked
+    finally:
+        with contextlib.suppress(ValueError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
 
 
 # -- rendering events ----------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from worker.cli.ops import (
     WHEN,
     ProgressReport,
     connected,
+    ctrl_c_stops,
     echo_json,
     json_option,
     notice,
@@ -36,12 +37,16 @@ def _route(settings: Settings, name: str) -> Route:
     return settings.route(name)
 
 
+# What a command stopped by Ctrl-C exits with (128 + SIGINT), as a shell reports it.
+INTERRUPTED = 130
+
 _window = click.option(
     "--window",
     type=click.IntRange(min=1),
-    default=20,
+    default=resync.WINDOW,
     show_default=True,
-    help="At most this many syncs unfinished at a time.",
+    help="At most this many syncs unfinished at a time; keep it under the workers' max_jobs, so that a "
+    "hook's sync always finds a worker free.",
 )
 _wait = click.option(
     "--wait/--no-wait",
@@ -52,6 +57,11 @@ _wait = click.option(
 
 
 def _print_run(run: resync.SyncRun, what: str) -> None:
+    if run.interrupted:
+        click.echo(
+            f"stopped: {len(run.event_ids)} of {run.planned} sync(s) scheduled (those finish on the "
+            "workers); run the same command again to go on: what is in step by then is skipped"
+        )
     if not run.waited:
         click.echo(
             f"{len(run.event_ids)} sync(s) scheduled; follow them with `factsync events list --action {what}`"
@@ -80,10 +90,14 @@ def backfill(
 ) -> None:
     """Sync every invoice of a route's source (or those modified since a time) into its target.
 
-    For a new route, or after factsync was down longer than HostFact's forwarder spooled. Each invoice
-    becomes an event (action `backfill`) whose sync runs on the workers like a hook's, through the shared
-    API budget; drafts, credit invoices and (purchase) debtors without a creditor are skipped as the sync
-    would. Safe to run again: a sync changes only what differs. Exit status 3 when a sync failed.
+    For a new route, or after factsync was down longer than HostFact's forwarder spooled. Both sides are
+    listed by pages first (a call per 1 000 invoices); a mirror whose list row agrees with its source's
+    (number, status, amounts, paid amount, date) is left alone, a missing one is made without a search. Each
+    invoice left becomes an event (action `backfill`) whose sync runs on the workers like a hook's, through
+    the shared API budget, where the hooks' syncs go first; drafts, credit invoices and (purchase) debtors
+    without a creditor are skipped as the sync would. Lines are not compared: `audit --deep --fix` mends a
+    mirror whose lines alone differ. Ctrl-C stops scheduling; run it again to go on (safe: a sync changes
+    only what differs). Exit status 3 when a sync failed, 130 when stopped.
 
     \b
     Examples:
@@ -97,7 +111,10 @@ def backfill(
     async def work() -> resync.SyncRun:
         async with connected(settings, url) as (redis, _):
             label = f"backfill {route.name}: " + ("synced" if wait else "scheduled")
-            with ProgressReport(label) as progress:
+            with (
+                ProgressReport(label, quiet=as_json) as progress,
+                ctrl_c_stops("the backfill") as stopped,
+            ):
                 return await resync.backfill(
                     settings,
                     redis,
@@ -107,6 +124,7 @@ def backfill(
                     wait=wait,
                     progress=progress,
                     notice=notice,
+                    stopped=stopped,
                 )
 
     run = run_or_fail(url, work())
@@ -117,15 +135,33 @@ def backfill(
         click.echo(
             f"{run.listed} invoice(s) listed in {route.source}" + (f"; skipped {skipped}" if skipped else "")
         )
+        click.echo(
+            f"{run.in_step} mirror(s) in step by their list rows; {run.planned} to sync, "
+            f"{run.created} of them new"
+        )
         _print_run(run, "backfill")
     if run.outcomes.get("failed"):
         sys.exit(ATTENTION)
+    if run.interrupted:
+        sys.exit(INTERRUPTED)
 
 
 @click.command()
 @click.option("--route", "route_name", required=True, help="The route to audit.")
 @click.option("--since", **WHEN, help="Only invoices modified in the source since this time.")
 @click.option("--fix", is_flag=True, help="Sync each drifted invoice a sync can mend (as a backfill does).")
+@click.option(
+    "--deep",
+    is_flag=True,
+    help="Read every invoice whole on both sides and compare lines, term and discount too (two reads an "
+    "invoice; without it, list rows are compared and only what they cannot vouch for is read whole).",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Go on from an audit stopped by Ctrl-C: what it read whole and has not changed since (by both list "
+    "rows' Modified) is not read again.",
+)
 @_window
 @_wait
 @json_option
@@ -135,20 +171,28 @@ def audit(
     route_name: str,
     since: float | None,
     fix: bool,
+    deep: bool,
+    resume: bool,
     window: int,
     wait: bool,
     as_json: bool,
 ) -> None:
-    """Compare a route's target with its source, invoice by invoice, and print the drift.
+    """Compare a route's target with its source and print the drift.
 
-    Compares status, number, amount, paid amount, date, term and lines of every invoice the route
-    mirrors with its mirror (found by the id map, else by its [factsync:SOURCE:ID] marker). Read only,
-    two API reads per invoice through the shared budget. --fix then syncs the drifted invoices (events
-    with action `audit`). Exit status 3 when drift was found (and, with --fix, not all of it mended).
+    Lists both sides by pages (a call per 1 000 invoices) and compares what the rows show of every invoice
+    the route mirrors and its mirror (paired by the id map): number, status, amount, paid amount, date and
+    the credit notes. An invoice whose rows disagree, whose mirror the id map does not name, or all of them
+    with --deep, is read whole on both sides (the mirror found by the id map, else by its
+    [factsync:SOURCE:ID] marker) and compared field by field, lines, term and discount included. Read only,
+    through the shared budget, where the hooks' syncs go first. --fix then syncs the drifted invoices
+    (events with action `audit`). Exit status 3 when drift was found (and, with --fix, not all of it
+    mended), 130 when stopped by Ctrl-C before the end (--resume then goes on from there).
 
     \b
     Examples:
       factsync audit --route sales
+      factsync audit --route sales --deep
+      factsync audit --route sales --deep --resume
       factsync audit --route sales --since 30d --fix
     """
     settings, url = settings_and_url(ctx, secrets=True)
@@ -157,11 +201,26 @@ def audit(
 
     async def work() -> tuple[AuditReport, resync.SyncRun | None]:
         async with connected(settings, url) as (redis, _):
-            with ProgressReport(f"audit {route.name}: compared") as progress:
-                report = await resync.audit(settings, redis, route, since=moment, progress=progress)
+            with (
+                ProgressReport(f"audit {route.name}: compared", quiet=as_json) as progress,
+                ctrl_c_stops("the audit") as stopped,
+            ):
+                report = await resync.audit(
+                    settings,
+                    redis,
+                    route,
+                    since=moment,
+                    deep=deep,
+                    progress=progress,
+                    stopped=stopped,
+                    resume=resume,
+                )
             run = None
-            if fix and any(drift.fixable for drift in report.drifts):
-                with ProgressReport(f"audit {route.name}: fixed") as progress:
+            if fix and not report.interrupted and any(drift.fixable for drift in report.drifts):
+                with (
+                    ProgressReport(f"audit {route.name}: fixed", quiet=as_json) as progress,
+                    ctrl_c_stops("the fixes") as stopped,
+                ):
                     run = await resync.fix(
                         settings,
                         redis,
@@ -171,6 +230,7 @@ def audit(
                         wait=wait,
                         progress=progress,
                         notice=notice,
+                        stopped=stopped,
                     )
             return report, run
 
@@ -182,9 +242,11 @@ def audit(
         if run is not None:
             _print_run(run, "audit")
             click.echo(f"run `factsync audit --route {route.name}` again to confirm")
-    mended = run is not None and run.waited and not run.outcomes.get("failed")
+    mended = run is not None and run.waited and not run.outcomes.get("failed") and not run.interrupted
     if report.drifts and not (mended and all(drift.fixable for drift in report.drifts)):
         sys.exit(ATTENTION)
+    if report.interrupted or (run is not None and run.interrupted):
+        sys.exit(INTERRUPTED)
 
 
 def _print_audit(report: AuditReport, route: str) -> None:
@@ -207,4 +269,9 @@ def _print_audit(report: AuditReport, route: str) -> None:
     click.echo(
         f"route {route}: {report.compared} invoice(s) compared, {len(report.drifts)} drifted"
         + (f"; skipped {skipped}" if skipped else "")
+    )
+    click.echo(
+        f"{report.by_header} compared by their list rows, {report.by_lines} read whole"
+        + (f" ({report.resumed} of them in the audit resumed)" if report.resumed else "")
+        + ("; stopped before the end (Ctrl-C): --resume goes on from here" if report.interrupted else "")
     )
