@@ -417,18 +417,22 @@ async def drill_handover(args: argparse.Namespace, workdir: Path) -> dict[str, A
             await _registered(d, args.workers)
             begun = time.monotonic()
             work = asyncio.create_task(workload(d, args.invoices, args.users))
-            if mode == "at-end":
-                # The worst moment: right after the last hook, a worker holding documents dies.
-                await work
+            if mode in ("at-end", "once"):
+                # at-end, the worst moment: right after the last hook, a worker holding documents dies. once:
+                # --kill-after s into the run, or as the queue drains when the workload was quicker.
+                if mode == "at-end":
+                    await work
+                else:
+                    await asyncio.wait([work], timeout=args.kill_after)
                 for _ in range(500):
                     busy = await _busy_workers(d)
                     if busy:
-                        d.pool.kill(busy[0])
+                        d.pool.kill(rng.choice(busy))
                         kills += 1
                         d.supervise()
                         break
                     await asyncio.sleep(0.01)
-            elif mode != "none":
+            elif mode == "repeated":
                 await asyncio.sleep(args.kill_after)
                 while not work.done():
                     busy = await _busy_workers(d)
@@ -436,8 +440,6 @@ async def drill_handover(args: argparse.Namespace, workdir: Path) -> dict[str, A
                         d.pool.kill(rng.choice(busy))
                         kills += 1
                         d.supervise()
-                        if mode == "once":
-                            break
                         await asyncio.sleep(args.kill_every)
                     else:
                         await asyncio.sleep(0.05)

@@ -124,7 +124,8 @@ async def test_the_supervisor_restarts_a_killed_worker_and_stops_on_sigterm(
         _, stderr = await asyncio.wait_for(supervisor.communicate(), timeout=20)
         assert supervisor.returncode == 0, stderr.decode()[-2000:]
         # The children stopped and took their heartbeats down; only the killed one's is left, going stale.
-        assert {beat.pid for beat in await heartbeats(redis)} <= {killed}
+        left = {beat.pid for beat in await heartbeats(redis)}
+        assert left <= {killed}, f"heartbeats left by {left - {killed}}:\n{stderr.decode()[-4000:]}"
         lines = [json.loads(line) for line in stderr.decode().splitlines() if line.startswith("{")]
         exited = [line for line in lines if line.get("event") == "supervisor.child_exited"]
         assert [(line["pid"], line["code"]) for line in exited] == [(killed, -signal.SIGKILL)]

@@ -42,10 +42,13 @@ async def test_api_faults_drill_ends_with_target_equal_to_source(tmp_path: Path)
 
 
 async def test_a_worker_sigkilled_mid_run_is_handed_over_and_the_books_end_equal(tmp_path: Path) -> None:
-    """Three workers, one SIGKILLed a second into the run and restarted: nothing lost, nothing doubled, and
-    target = source long before arq's in-progress keys (job timeout 120 s + 10 s) or the leases (60 s) would
-    have let the dead worker's jobs run again: the hand-over (five beats of 0.5 s) did."""
-    args = _args(workers=3, modes="once", heartbeat=0.5, kill_after=1.0, kill_every=1.0, settle=40.0)
+    """Three workers, one SIGKILLed half a second into the run (or as the queue drains) and restarted:
+    nothing lost, nothing doubled, and target = source long before arq's in-progress keys (job timeout
+    120 s + 10 s) or the leases (60 s) would have let the dead worker's jobs run again: the hand-over (five
+    beats of 0.5 s) did."""
+    args = _args(
+        invoices=40, workers=3, modes="once", heartbeat=0.5, kill_after=0.5, kill_every=1.0, settle=40.0
+    )
     result = await drill_handover(args, tmp_path)
     run = result["runs"]["once"]
     assert run["PASS"] and run["sigkills"] == 1, json.dumps(result, indent=1, default=str)

@@ -55,6 +55,21 @@ class Running:
 
     async def stop(self) -> None:
         """Graceful: stop taking hooks, let running jobs finish within the grace period, then close."""
+        try:
+            await self._stop_work()
+        finally:
+            # Whatever went wrong above: a stopped worker takes its heartbeat down, or it would be handed over
+            # as a dead one.
+            if self.heartbeat is not None:
+                self.heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.heartbeat
+            if self.redis is not None:
+                await self.redis.aclose()
+            if self.metrics is not None:
+                await self.metrics.cleanup()
+
+    async def _stop_work(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
         if self.worker is not None and self.worker_task is not None:
@@ -69,14 +84,6 @@ class Running:
             if unwinding:
                 await asyncio.wait(unwinding, timeout=10)
             await self.worker.close()
-        if self.heartbeat is not None:
-            self.heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.heartbeat
-        if self.redis is not None:
-            await self.redis.aclose()
-        if self.metrics is not None:
-            await self.metrics.cleanup()
 
 
 async def start(
