@@ -35,3 +35,19 @@ async def test_the_failed_column_counts_failed_syncs_not_only_jobs_that_raised(r
     await beat(redis, "host:1:abc", worker, time.time(), every=2.0)  # type: ignore[arg-type]
     (heartbeat,) = await heartbeats(redis)
     assert (heartbeat.jobs_complete, heartbeat.jobs_failed) == (5, 4)
+
+
+async def test_a_worker_stopped_at_any_moment_of_its_start_up_stops(redis: Redis, redis_url: str) -> None:
+    """Stopped a few steps of the event loop after it started (still greeting Redis, or already polling),
+    a worker stops, and takes its heartbeat with it. On Python 3.11 redis-py can lose the cancellation
+    that ends arq's poll loop; the worker waited for that loop forever (worker.aio cancels it again)."""
+    settings = make_settings(redis_url, shutdown_grace=0)
+    for steps in range(0, 30, 3):
+        running = await start(settings, redis_url)
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        stopping = asyncio.create_task(running.stop())
+        finished, _ = await asyncio.wait({stopping}, timeout=15)
+        assert finished, f"the worker stopped {steps} loop steps after it started did not stop within 15 s"
+        await stopping
+        assert await heartbeats(redis) == [], f"a heartbeat outlived the worker stopped after {steps} steps"

@@ -23,6 +23,7 @@ import structlog
 from redis.asyncio import Redis
 
 from worker import keys
+from worker.aio import cancelled
 from worker.handover import lease_prefix
 from worker.queue import SYNC, job_body, now_ms, sync_job_id
 from worker.redisio import done, text
@@ -238,6 +239,4 @@ class Documents:
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await cancelled(task)

@@ -14,6 +14,7 @@ import structlog
 from aiohttp import web
 from redis.asyncio import Redis
 
+from worker.aio import RECANCEL_AFTER, cancelled, ended
 from worker.config import Settings
 from worker.embedded_redis import EmbeddedRedis
 from worker.handover import hand_over_dead, handed_over
@@ -52,6 +53,8 @@ class Running:
     redis: Redis | None = None
     # A worker without a listener in its process serves its metrics on its own port (worker_metrics_port).
     metrics: web.AppRunner | None = None
+    # How long running jobs may take to finish once the worker is told to stop (shutdown_grace).
+    grace: float = 20.0
 
     async def stop(self) -> None:
         """Graceful: stop taking hooks, let running jobs finish within the grace period, then close."""
@@ -61,9 +64,7 @@ class Running:
             # Whatever went wrong above: a stopped worker takes its heartbeat down, or it would be handed over
             # as a dead one.
             if self.heartbeat is not None:
-                self.heartbeat.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self.heartbeat
+                await cancelled(self.heartbeat)
             if self.redis is not None:
                 await self.redis.aclose()
             if self.metrics is not None:
@@ -74,8 +75,9 @@ class Running:
             await self.runner.cleanup()
         if self.worker is not None and self.worker_task is not None:
             self.worker.handle_sig_wait_for_completion(signal.SIGTERM)
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.worker_task
+            # arq cancels its poll loop once the running jobs are done or the grace period is over; should
+            # that cancellation be lost (worker.aio), this cancels it again rather than wait forever.
+            await ended(self.worker_task, within=self.grace + RECANCEL_AFTER)
             # The jobs still running after the grace period were cancelled, and are unwinding: giving their
             # document's lease back, putting the job back in the queue. Let them finish that first, since
             # close() cancels whatever is not done once more, which would cut the unwinding short and leave
@@ -83,6 +85,7 @@ class Running:
             unwinding = [task for task in self.worker.tasks.values() if not task.done()]
             if unwinding:
                 await asyncio.wait(unwinding, timeout=10)
+            await asyncio.gather(*(cancelled(task) for task in self.worker.tasks.values()))
             await self.worker.close()
 
 
@@ -131,7 +134,8 @@ async def start(
             )
         )
         log.info("worker.started", queue=worker.queue_name, max_jobs=settings.max_jobs, worker_id=worker_id)
-        return Running(url, runner, worker, task, worker_id, heartbeat, redis, metrics)
+        grace = settings.shutdown_grace
+        return Running(url, runner, worker, task, worker_id, heartbeat, redis, metrics, grace)
     return Running(url, runner, worker, task)
 
 
@@ -155,6 +159,7 @@ async def serve(
         # supervisor start a fresh process.
         waiters.append(running.heartbeat)  # type: ignore[arg-type]
     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    waiters[0].cancel()  # the signal's waiter, when something else ended first
     judged_dead = running.heartbeat is not None and running.heartbeat.done() and not stop.is_set()
     log.info("shutdown.begin", grace_s=settings.shutdown_grace)
     await running.stop()
