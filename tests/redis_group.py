@@ -20,7 +20,13 @@ from typing import Any
 import redis
 from redis.asyncio import Redis as AsyncRedis
 
-from worker.embedded_redis import EmbeddedRedis, EmbeddedRedisError, free_port, redis_server_binary
+from worker.embedded_redis import (
+    EmbeddedRedis,
+    EmbeddedRedisError,
+    free_port,
+    redis_server_binary,
+    start_server,
+)
 
 SERVICE = "factsync"
 
@@ -158,14 +164,7 @@ class SentinelGroup:
                 ]
             )
         )
-        self.sentinels.append(
-            subprocess.Popen(
-                [redis_server_binary(), str(config), "--sentinel"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        )
+        self.sentinels.append(start_server([redis_server_binary(), str(config), "--sentinel"]))
 
     def _replica_in_sync(self) -> bool:
         replicas = [s for s in self.servers.values() if s.extra]

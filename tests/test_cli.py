@@ -169,6 +169,30 @@ async def test_run_starts_an_embedded_redis_with_aof_and_stops_it_on_sigterm(tmp
     assert not pids_of(needle), "the embedded Redis must stop with factsync"
 
 
+async def test_a_killed_factsync_takes_its_embedded_redis_down(tmp_path: Path) -> None:
+    """A SIGKILLed `factsync run` (on Linux) leaves no redis-server behind to hold its data directory: a
+    second one started on the same directory would write the same append-only file."""
+    port = free_port()
+    config = tmp_path / "factsync.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\nlisten_port = {port}\n' + GOOD)
+    process = await asyncio.create_subprocess_exec(
+        *FACTSYNC, "-c", str(config), "run", env=env_without_factsync(),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert await wait_ready(f"http://127.0.0.1:{port}/readyz"), "the listener never became ready"
+        conf = (tmp_path / "data" / "redis" / "redis.conf").read_text()
+        needle = "127.0.0.1:" + next(x.split()[1] for x in conf.splitlines() if x.startswith("port "))
+        assert pids_of(needle), "an embedded redis-server should be running"
+    finally:
+        process.kill()
+        await process.wait()
+    deadline = time.monotonic() + 10
+    while pids_of(needle) and time.monotonic() < deadline:  # noqa: ASYNC110 (another process: no event)
+        await asyncio.sleep(0.05)
+    assert not pids_of(needle), "the embedded Redis outlived a SIGKILLed factsync"
+
+
 async def wait_ready(url: str, timeout_s: float = 20) -> bool:
     deadline = time.monotonic() + timeout_s
     async with aiohttp.ClientSession() as session:

