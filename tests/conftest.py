@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import secrets
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -39,6 +41,28 @@ def structured_logs() -> None:
     configuration on first use, so a test that reads log records (caplog) must not depend on which test
     happened to log first."""
     configure_logging(json=True, level="INFO")
+
+
+@pytest.fixture(autouse=True)
+async def _tasks_shown_when_a_test_hangs(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Shortly before pytest-timeout ends a test, print where every asyncio task waits: the thread dump
+    pytest-timeout prints shows only the event loop's select()."""
+    timeout = float(request.config.getini("timeout") or 0)
+    if not timeout:
+        yield
+        return
+
+    def show_tasks() -> None:
+        out = sys.__stderr__
+        if out is None:
+            return
+        out.write(f"\n{request.node.nodeid} still runs after {timeout - 10:.0f} s; its asyncio tasks:\n")
+        for task in asyncio.all_tasks():
+            task.print_stack(file=out)
+
+    handle = asyncio.get_running_loop().call_later(max(1.0, timeout - 10), show_tasks)
+    yield
+    handle.cancel()
 
 
 @pytest.fixture(scope="session")
