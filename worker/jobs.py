@@ -292,13 +292,9 @@ async def _sync_claimed(ctx: dict[str, Any], claim: Claim) -> list[str]:
     outcome["elapsed_ms"] = round(elapsed * 1000)
     note = outcome.get("reason") or outcome.get("detail") or ""
     entry = _attempt(claim.route, attempt, outcome["status"], started, outcome.get("calls") or calls, note)
-    for event_id in claim.event_ids:
-        await store.record_attempt(event_id, entry)
-        settled = await store.record_outcome(event_id, claim.route, outcome)
-        if settled in FINAL:
-            EVENTS_SETTLED.labels(settled).inc()
     SYNCS.labels(claim.route, outcome["status"]).inc()
     SYNC_SECONDS.labels(claim.route).observe(elapsed)
+    # Logged and counted before the events settle: whoever finds an event settled finds these too.
     if outcome["status"] == "failed":
         # Counted where it happened (the worker's heartbeat): arq sees a handled failure as a job done.
         ctx[SYNCS_FAILED] = ctx.get(SYNCS_FAILED, 0) + 1
@@ -306,6 +302,11 @@ async def _sync_claimed(ctx: dict[str, Any], claim: Claim) -> list[str]:
         log.warning("sync.failed", reason=outcome.get("reason", ""), events=len(claim.event_ids))
     else:
         log.info("sync.finished", status=outcome["status"], events=len(claim.event_ids))
+    for event_id in claim.event_ids:
+        await store.record_attempt(event_id, entry)
+        settled = await store.record_outcome(event_id, claim.route, outcome)
+        if settled in FINAL:
+            EVENTS_SETTLED.labels(settled).inc()
     return claim.event_ids
 
 
