@@ -152,8 +152,10 @@ redis.call('HDEL', KEYS[1], 'waiting_until', 'waiting_reason')
 """
 
 # Record one route's outcome; once every route of the event has one, settle the event's status:
-# failed if any route failed, ignored if all were ignored, otherwise done.
-# KEYS: event. ARGV: route, outcome json, outcome status, score.
+# failed if any route failed, ignored if all were ignored, otherwise done. A failed route's reason and
+# exchange (or an ignored event's reason) are written in the same step: an event is never failed without.
+# KEYS: event. ARGV: route, outcome json, outcome status, score, failure reason, failure's last exchange,
+# reason if ignored.
 _RECORD_OUTCOME = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 redis.call('HSET', KEYS[1], 'outcome:' .. ARGV[1], ARGV[2])
@@ -180,6 +182,11 @@ if status ~= current then
   redis.call('ZREM', prefix .. current, id)
   redis.call('ZADD', prefix .. status, ARGV[4], id)
   redis.call('HSET', KEYS[1], 'status', status)
+end
+if ARGV[3] == 'failed' then
+  redis.call('HSET', KEYS[1], 'reason', ARGV[5], 'last_exchange', ARGV[6])
+elseif status == 'ignored' then
+  redis.call('HSET', KEYS[1], 'reason', ARGV[7])
 end
 return status
 """
@@ -442,21 +449,20 @@ class EventStore:
 
     async def record_outcome(self, event_id: str, route: str, outcome: dict[str, Any]) -> str | None:
         """Store what a route did for this event; returns the event's status afterwards."""
+        exchange = outcome.get("exchange")
         status = await self._record_outcome(
             keys=[keys.event(event_id)],
-            args=[route, json.dumps(outcome, separators=(",", ":")), outcome["status"], now_us()],
+            args=[
+                route,
+                json.dumps(outcome, separators=(",", ":")),
+                outcome["status"],
+                now_us(),
+                f"{route}: {outcome.get('reason', '')}",
+                json.dumps(exchange) if exchange else "",
+                # Settled as ignored: why, on the event itself, where operators list and filter reasons.
+                f"{route}: {outcome.get('detail', '')}",
+            ],
         )
-        if status and outcome["status"] == "failed":
-            failure = {
-                "reason": f"{route}: {outcome.get('reason', '')}",
-                "last_exchange": json.dumps(outcome.get("exchange")) if outcome.get("exchange") else "",
-            }
-            await done(self.redis.hset(keys.event(event_id), mapping=failure))
-        elif status and text(status) == "ignored":
-            # Settled as ignored: say why on the event itself, where operators list and filter reasons.
-            await done(
-                self.redis.hset(keys.event(event_id), "reason", f"{route}: {outcome.get('detail', '')}")
-            )
         if status and text(status) == "failed":
             await self.count_failure()
         return text(status) if status else None
