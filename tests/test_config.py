@@ -242,3 +242,57 @@ def test_a_relative_data_dir_is_the_config_files_not_the_working_directorys(
     assert settings.data_dir == folder / "state"
     monkeypatch.setenv("FACTSYNC_DATA_DIR", "from-env")
     assert load_settings(write(folder, GOOD)).data_dir == Path("from-env"), "the environment's is as given"
+
+
+def test_a_list_or_table_from_the_environment_is_json_and_a_bad_one_names_its_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FACTSYNC_RETRY", '{"max_tries": 3}')
+    monkeypatch.setenv("FACTSYNC_SOURCES__HOSTFACT__HOOK_SECRETS", f'["{HOOK_SECRET}", "{HOOK_SECRET}"]')
+    settings = load_settings(write(tmp_path, GOOD))
+    assert settings.retry.max_tries == 3 and len(settings.sources["hostfact"].hook_secrets) == 2
+    monkeypatch.setenv("FACTSYNC_SOURCES__HOSTFACT__HOOK_SECRETS", HOOK_SECRET)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, GOOD))
+    message = str(caught.value)
+    assert (
+        "FACTSYNC_SOURCES__HOSTFACT__HOOK_SECRETS (environment, sources.hostfact.hook_secrets): is not JSON"
+        in message
+    )
+    assert HOOK_SECRET not in message
+
+
+def test_a_misspelt_variable_gets_a_did_you_mean_and_other_factsync_variables_are_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not settings: the config file's variable, the operator's name, hooks.php's own.
+    for name in ("FACTSYNC_OPERATOR", "FACTSYNC_URL", "FACTSYNC_SPOOL_DIR"):
+        monkeypatch.setenv(name, "x")
+    assert load_settings(write(tmp_path, GOOD)).routes
+    monkeypatch.setenv("FACTSYNC_TARGETS__WEFACT__APIKEY", "k")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, GOOD))
+    assert (
+        "FACTSYNC_TARGETS__WEFACT__APIKEY (environment, targets.wefact.apikey): is not a setting; "
+        "did you mean targets.wefact.api_key?"
+    ) in str(caught.value)
+
+
+def test_two_variables_for_one_table_are_refused_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FACTSYNC_RETRY", '{"max_tries": 3}')
+    monkeypatch.setenv("FACTSYNC_RETRY__BASE_DELAY", "2")
+    with pytest.raises(ConfigError, match=r"FACTSYNC_RETRY and FACTSYNC_RETRY__BASE_DELAY .* both set retry"):
+        load_settings(write(tmp_path, GOOD))
+
+
+def test_a_variable_adds_to_the_files_table_and_wins_over_its_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FACTSYNC_TARGETS__WEFACT__RATE_LIMIT_PER_MINUTE", "90")
+    monkeypatch.setenv("FACTSYNC_ROUTES__SALES__DRY_RUN", "true")
+    settings = load_settings(write(tmp_path, GOOD))
+    target = settings.targets["wefact"]
+    assert target.rate_limit_per_minute == 90 and target.api_key is not None, "the file's key stays"
+    assert settings.routes["sales"].dry_run is True and settings.routes["sales"].target == "wefact"

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import base64
 import difflib
-import os
+import json
 import re
-from contextvars import ContextVar
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -20,27 +20,25 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
-)
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
 from standardwebhooks import Webhook
 
 from tasks.model import Administration, LedgerKind, Route
 from tasks.protocol import Dialect
 from worker import redisio
+from worker.rawconfig import (
+    CONFIG_ENV,
+    DEFAULT_DATA_DIR,
+    ConfigError,
+    RawConfig,
+    config_path,
+    read_config,
+)
 
-CONFIG_ENV = "FACTSYNC_CONFIG"
-DEFAULT_CONFIG = Path("factsync.toml")
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used; the message names the setting and what is wrong with it."""
+__all__ = ["CONFIG_ENV", "ConfigError", "Settings", "load_settings"]
 
 
 # A hook secret signs every hook: at least 24 random bytes (192 bits), as `factsync sandbox` makes them.
@@ -70,10 +68,34 @@ def hook_secret_problem(value: str) -> str | None:
     return None
 
 
-class AdministrationSettings(BaseModel):
-    """How to reach one administration's API v2 endpoint, and how much of it factsync may use."""
+class Section(BaseModel):
+    """A table of settings: unknown keys refused, and a list or table given as JSON text read as one."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _tables_given_as_json(cls, value: Any, info: ValidationInfo) -> Any:
+        # An environment variable can only carry text: FACTSYNC_SOURCES__X__HOOK_SECRETS='["whsec_..."]'.
+        if not isinstance(value, str) or info.field_name is None:
+            return value
+        annotation = cls.model_fields[info.field_name].annotation
+        if not _is_table(annotation):
+            return value
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError('is not JSON; a list or table is expected here, e.g. ["a", "b"]') from None
+
+
+def _is_table(annotation: Any) -> bool:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return typing.get_origin(annotation) in (list, dict)
+
+
+class AdministrationSettings(Section):
+    """How to reach one administration's API v2 endpoint, and how much of it factsync may use."""
 
     api_url: AnyHttpUrl
     # Required by every command that calls the API (load_settings(secrets=True)); the read-only operator
@@ -111,9 +133,7 @@ class TargetSettings(AdministrationSettings):
     rate_limit_per_minute: int = Field(default=150, gt=0)
 
 
-class RouteSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RouteSettings(Section):
     source: str
     target: str
     ledger: LedgerKind = "sales"
@@ -122,10 +142,8 @@ class RouteSettings(BaseModel):
     dry_run: bool = False
 
 
-class RetrySettings(BaseModel):
+class RetrySettings(Section):
     """Exponential backoff with full jitter, bounded in tries and in time."""
-
-    model_config = ConfigDict(extra="forbid")
 
     max_tries: int = Field(default=10, ge=1)
     base_delay: float = Field(default=1.0, gt=0)
@@ -134,10 +152,8 @@ class RetrySettings(BaseModel):
     max_span: float = Field(default=6 * 3600.0, gt=0)
 
 
-class DashboardSettings(BaseModel):
+class DashboardSettings(Section):
     """The web dashboard under /dashboard: off unless a token or a username and password are set."""
-
-    model_config = ConfigDict(extra="forbid")
 
     token: SecretStr | None = None
     username: str | None = None
@@ -166,10 +182,8 @@ class DashboardSettings(BaseModel):
         return self
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="FACTSYNC_", env_nested_delimiter="__", extra="forbid", validate_default=True
-    )
+class Settings(Section):
+    """Everything factsync reads from factsync.toml and FACTSYNC_* variables; `load_settings` makes one."""
 
     # None: factsync starts an embedded Redis server with AOF in `data_dir`. The forms (a server, TLS, an
     # ACL user, a Sentinel group) are in worker/redisio.py and deploy/README.md.
@@ -182,7 +196,7 @@ class Settings(BaseSettings):
     # hooks.php spools it. 0: no waiting (one Redis server, or a loss of the last writes accepted).
     redis_wait_replicas: int = Field(default=0, ge=0)
     redis_wait_timeout: float = Field(default=0.5, gt=0)
-    data_dir: Path = Path("var")
+    data_dir: Path = DEFAULT_DATA_DIR
     listen_host: str = "127.0.0.1"
     listen_port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=64 * 1024, gt=0)
@@ -212,21 +226,6 @@ class Settings(BaseSettings):
     sources: dict[str, SourceSettings] = Field(default_factory=dict)
     targets: dict[str, TargetSettings] = Field(default_factory=dict)
     routes: dict[str, RouteSettings] = Field(default_factory=dict)
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        path = _config_path_var.get()
-        if path is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
-        return tuple(sources)
 
     @field_validator("redis_url")
     @classmethod
@@ -302,51 +301,27 @@ def _administration(name: str, settings: AdministrationSettings) -> Administrati
     return Administration(name=name, **settings.model_dump(include=set(AdministrationSettings.model_fields)))
 
 
-# The config file being loaded: settings_customise_sources is a classmethod and cannot take arguments.
-_config_path_var: ContextVar[Path | None] = ContextVar("factsync_config_path", default=None)
-
-
 def load_settings(path: Path | str | None = None, *, secrets: bool = True, **overrides: Any) -> Settings:
     """Read the settings from ``path`` (or $FACTSYNC_CONFIG, or ./factsync.toml when it exists) and the env.
 
     ``secrets``: require every API key and hook secret (False: the read-only operator commands, which need
-    only Redis). Raises ConfigError naming the first bad setting.
+    only Redis). ``overrides`` (a command's options) win over both. Raises ConfigError naming the bad setting.
     """
-    if path is None and os.environ.get(CONFIG_ENV):
-        path = os.environ[CONFIG_ENV]
-    if path is None and DEFAULT_CONFIG.exists():
-        path = DEFAULT_CONFIG
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-    token = _config_path_var.set(path)
+    raw = read_config(config_path(path), Settings.model_fields)
     try:
-        settings = Settings(**overrides)
+        settings = Settings.model_validate(raw.values | overrides)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, path)) from None
-    except ValueError as exc:  # a TOML syntax error surfaces as tomllib.TOMLDecodeError (a ValueError)
-        raise ConfigError(f"{path}: {exc}") from None
-    finally:
-        _config_path_var.reset(token)
-    if path is not None and "data_dir" in settings.model_fields_set and not settings.data_dir.is_absolute():
-        if _variable_for(["data_dir"]) is None:
-            # Written in the file: relative to the file's folder, wherever the command runs from.
-            settings.data_dir = path.parent / settings.data_dir
+        raise _describe(exc, raw) from None
     missing = settings.missing_secrets() if secrets else []
     if missing:
-        where = f" in {path}" if path else ""
-        lines = [f"invalid configuration{where}:", *(f"  {name}: missing (required)" for name in missing)]
-        raise ConfigError("\n".join(lines))
+        raise raw.error([f"{name}: missing (required)" for name in missing])
     return settings
 
 
-def _describe(exc: ValidationError, path: Path | None) -> str:
-    where = f" in {path}" if path else ""
-    lines = [f"invalid configuration{where}:"]
+def _describe(exc: ValidationError, raw: RawConfig) -> ConfigError:
+    lines = []
     for error in exc.errors():
         loc = [str(part) for part in error["loc"]]
-        setting = ".".join(loc)
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "missing":
             message = "missing (required)"
@@ -355,13 +330,8 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
             guess = _closest(loc)
             if guess:
                 message += f"; did you mean {'.'.join([*loc[:-1], guess])}?"
-        variable = _variable_for(loc)
-        if variable is not None:
-            # The value came from the environment, not the file: name what the operator must fix.
-            lines.append(f"  {variable} (environment, {setting}): {message}")
-        else:
-            lines.append(f"  {setting}: {message}" if setting else f"  {message}")
-    return "\n".join(lines)
+        lines.append(f"{raw.named(tuple(loc))}: {message}" if loc else message)
+    return raw.error(lines)
 
 
 # The settings models by the path under which they sit ("*": a name chosen in the file, such as a source's).
@@ -383,11 +353,3 @@ def _closest(loc: list[str]) -> str | None:
         return None
     found = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1, cutoff=0.6)
     return found[0] if found else None
-
-
-def _variable_for(loc: list[str]) -> str | None:
-    """The FACTSYNC_* variable that set the setting at ``loc``, when one did (env_nested_delimiter "__")."""
-    if not loc:
-        return None
-    wanted = ("FACTSYNC_" + "__".join(loc)).upper()
-    return next((name for name in os.environ if name.upper() == wanted), None)
