@@ -63,8 +63,9 @@ HEAVY = ("aiohttp", "tasks.client", "tasks.simulator", "worker.runtime")
     ("argv", "unused"),
     [
         (["--help"], (*HEAVY, "pydantic", "redis", "structlog")),
-        (["check"], (*HEAVY, "arq")),
-        (["status"], HEAVY),
+        # pydantic would nearly double their start-up: they read only where Redis is (worker/cli/reach.py).
+        (["check"], (*HEAVY, "arq", "pydantic", "worker.config")),
+        (["status"], (*HEAVY, "pydantic", "worker.config")),
         (["failed", "list"], HEAVY),
     ],
 )

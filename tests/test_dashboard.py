@@ -36,7 +36,7 @@ from tests.conftest import (
 )
 from worker import keys
 from worker.queue import fan_out_job_id
-from worker.ratelimit import SharedRateLimit
+from worker.ratelimit import Limit, SharedRateLimit, publish_limits
 from worker.store import EventStore
 from worker.web.app import create_app
 from worker.web.dashboard import BUCKET_SECONDS, COOKIE, activity
@@ -655,6 +655,8 @@ async def test_a_ban_pause_is_a_banner_on_the_overview(dashboard: Dashboard) -> 
     await dashboard.login()
     status, html, _ = await dashboard.get("/dashboard")
     assert status == 200 and 'id="ban-' not in html
+    # What a worker does when it starts; then its API client met a 403.
+    await publish_limits(dashboard.redis, {"wefact": Limit("target", 150)})
     await SharedRateLimit(dashboard.redis, {}).pause("wefact", 120)
     status, html, _ = await dashboard.get("/dashboard")
     assert 'id="ban-wefact"' in html and "Calls to wefact are paused" in html
@@ -719,6 +721,7 @@ async def test_on_a_phone_an_operator_sees_the_ban_and_retries_all_matching(
     monkeypatch.setenv("FACTSYNC_OPERATOR", "Mila")
     timed_out = await dashboard.failed_event("gave up after 10 tries: HTTP 503")
     refused = await dashboard.failed_event("the API refused: invoice show: no such invoice")
+    await publish_limits(dashboard.redis, {"wefact": Limit("target", 150)})
     await SharedRateLimit(dashboard.redis, {}).pause("wefact", 120)
     waiting = await dashboard.hook("invoice_is_sent")
     await dashboard.store.start(waiting, ["sales"])

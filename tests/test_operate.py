@@ -250,6 +250,58 @@ async def test_status_shows_queue_events_workers_and_budgets(
         assert report["oldest_waiting"] is None
 
 
+async def test_status_and_check_need_only_where_redis_is(
+    redis: Redis, redis_url: str, tmp_path: Path
+) -> None:
+    """An operator's machine or a probe may hold no more than `redis_url`, or a file whose other settings are
+    wrong: status shows the budgets the workers apply, with their ban pauses, and check answers."""
+    async with running_stack(redis_url) as stack:
+        await new_invoices(stack, 1)
+        await SharedRateLimit(redis, {}).pause("target", 120)
+        only_redis = tmp_path / "only-redis.toml"
+        only_redis.write_text(f'redis_url = "{redis_url}"\n')
+        broken = tmp_path / "broken.toml"
+        broken.write_text(write_config(stack, tmp_path).read_text().replace('source = "', 'source = "no'))
+        for config in (only_redis, broken):
+            shown = await cli(config, "status", "--json")
+            assert shown.code == 3, shown.err
+            budget = {b["administration"]: b for b in shown.json()["budgets"]}
+            assert set(budget) == {"hostfact", "target"}, "the limits the worker published"
+            assert (budget["hostfact"]["role"], budget["hostfact"]["per_minute"]) == ("source", TEST_BUDGET)
+            assert (budget["target"]["role"], budget["target"]["per_minute"]) == ("target", TARGET_LIMIT)
+            assert budget["target"]["paused_for"] > 100
+            assert shown.json()["needs_a_person"] == ["calls to target paused after a ban (HTTP 403)"]
+            check = await cli(config, "check")
+            assert check.code == 0 and check.out.startswith("ok: "), check.out + check.err
+        # What does need the whole configuration still refuses the broken one, naming the setting.
+        events = await cli(broken, "failed", "list")
+        assert events.code == 1 and "routes.sales.source: no source named 'nohostfact'" in events.err
+
+
+async def test_status_before_any_worker_says_no_budget_is_known(
+    redis: Redis, redis_url: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "factsync.toml"
+    config.write_text(f'redis_url = "{redis_url}"\n')
+    shown = await cli(config, "status")
+    assert shown.code == 3, shown.err
+    assert "API budget none known yet" in shown.out
+    assert "needs a person: no live worker: start `factsync worker`" in shown.out
+
+
+async def test_a_light_command_names_a_bad_redis_setting_and_reads_nothing_else(tmp_path: Path) -> None:
+    config = tmp_path / "factsync.toml"
+    config.write_text('redis_url = "http://redis:6379/0"\n[sources.x]\nnot_a_setting = 1\n')
+    for command in ("status", "check"):
+        ran = await cli(config, command)
+        assert ran.code == 1, ran.out + ran.err
+        assert f"invalid configuration in {config}:" in ran.err and "redis_url: " in ran.err
+        assert "not_a_setting" not in ran.err, "a light command reads only where Redis is"
+    config.write_text("redis_url = 6379\n")
+    ran = await cli(config, "status")
+    assert ran.code == 1 and "redis_url: Input should be a valid string" in ran.err
+
+
 async def test_read_only_commands_need_only_redis(redis: Redis, redis_url: str, tmp_path: Path) -> None:
     """The systemd and Kubernetes health checks run `factsync check` with no API key or hook secret at hand;
     an operator's look at the events needs none either. A command that calls the APIs still asks for them."""

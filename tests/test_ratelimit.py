@@ -10,7 +10,9 @@ from redis.asyncio import Redis
 
 from tasks.client import RateLimit
 from tasks.errors import RateLimited
-from worker.ratelimit import SharedRateLimit, bulk_calls
+from worker import keys
+from worker.ratelimit import Limit, SharedRateLimit, bulk_calls, publish_limits, published_limits
+from worker.redisio import done
 
 
 async def test_two_workers_share_one_budget(redis: Redis) -> None:
@@ -106,3 +108,17 @@ async def test_a_bulk_call_waits_longer_for_its_slot_than_a_live_one(redis: Redi
         await limiter.acquire("wefact")  # a hook's sync gives the job back to the retry loop
     async with bulk_calls():
         await limiter.acquire("wefact")  # a backfill's waits the half second
+
+
+async def test_the_newest_workers_published_limits_replace_the_last(redis: Redis) -> None:
+    """What `status` and the dashboard show: an administration a restarted worker no longer has goes."""
+    assert await published_limits(redis) == {}
+    await publish_limits(redis, {"hostfact": Limit("source", 300), "old": Limit("target", 150)})
+    await publish_limits(redis, {"hostfact": Limit("source", 300), "wefact": Limit("target", 120)})
+    assert await published_limits(redis) == {"hostfact": Limit("source", 300), "wefact": Limit("target", 120)}
+    # Written by hand or by another version: left out, never a crash of `status`.
+    await done(redis.hset(keys.LIMITS, mapping={"a": "not json", "b": '{"role": "boss", "per_minute": 5}'}))
+    await done(redis.hset(keys.LIMITS, mapping={"c": '{"role": "target", "per_minute": "x"}'}))
+    assert set(await published_limits(redis)) == {"hostfact", "wefact"}
+    await publish_limits(redis, {})
+    assert await published_limits(redis) == {}

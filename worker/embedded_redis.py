@@ -16,12 +16,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 import redis
-
-if TYPE_CHECKING:
-    from worker.config import Settings
 
 
 class EmbeddedRedisError(RuntimeError):
@@ -177,11 +173,11 @@ class EmbeddedRedis:
         self.stop()
 
 
-def running_redis_url(settings: Settings) -> str:
+def running_redis_url(redis_url: str | None, data_dir: Path) -> str:
     """The Redis an operator command should use: the configured one, or the embedded one running now."""
-    if settings.redis_url:
-        return settings.redis_url
-    url_file = EmbeddedRedis(settings.data_dir / "redis").url_file
+    if redis_url:
+        return redis_url
+    url_file = EmbeddedRedis(data_dir / "redis").url_file
     if url_file.is_file():
         return url_file.read_text().strip()
     raise LookupError(

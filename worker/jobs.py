@@ -40,7 +40,7 @@ from worker.metrics import (
     observe_limit,
 )
 from worker.queue import FAN_OUT, SYNC, arq_redis, job_deserializer, job_serializer
-from worker.ratelimit import SharedRateLimit, bulk_calls
+from worker.ratelimit import Limit, SharedRateLimit, bulk_calls, publish_limits
 from worker.redisio import done as redis_done
 from worker.retry import backoff, give_up_reason
 from worker.store import FINAL, SYNTHETIC, EventStore
@@ -75,10 +75,14 @@ async def startup(ctx: dict[str, Any]) -> None:
         owner=ctx.get("worker_id", "-"),
         renew_every=settings.heartbeat_seconds,
     )
-    admins = [settings.source(name) for name in settings.sources]
-    admins += [settings.target(name) for name in settings.targets]
+    sources = [settings.source(name) for name in settings.sources]
+    targets = [settings.target(name) for name in settings.targets]
+    limits = {a.name: Limit("source", a.rate_limit_per_minute) for a in sources}
+    limits |= {a.name: Limit("target", a.rate_limit_per_minute) for a in targets}
+    await publish_limits(redis, limits)
+    admins = sources + targets
     throttle = SharedRateLimit(
-        redis, {admin.name: admin.rate_limit_per_minute for admin in admins}, on_event=observe_limit
+        redis, {name: limit.per_minute for name, limit in limits.items()}, on_event=observe_limit
     )
     ctx["throttle"] = throttle
     session = api_session()

@@ -81,6 +81,10 @@ def paused(administration: str) -> str:
     return f"{PREFIX}:paused:{administration}"
 
 
+# Hash: administration -> its role and calls per minute (JSON), as the newest worker to start applies them.
+LIMITS = f"{PREFIX}:limits"
+
+
 def mapping(route: str, kind: str, source_id: str) -> str:
     """A remembered id, source -> target, per route and kind; the markers in the target can rebuild it."""
     return f"{PREFIX}:map:{route}:{kind}:{source_id}"

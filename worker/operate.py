@@ -19,13 +19,12 @@ from typing import Literal
 from redis.asyncio import Redis
 
 from worker import keys
-from worker.config import Settings
 from worker.documents import run_now
 from worker.heartbeat import Heartbeat, heartbeats
 from worker.queue import now_ms
-from worker.ratelimit import SharedRateLimit
+from worker.ratelimit import Role, SharedRateLimit, published_limits
 from worker.redisio import done, text
-from worker.store import STATUSES, Event, EventStore, Status
+from worker.store import STATUSES, Event, EventReader, EventStore, Status
 
 
 class NoWorker(RuntimeError):
@@ -117,7 +116,7 @@ def _codes(event: Event) -> set[str]:
 
 
 async def list_events(
-    store: EventStore, flt: EventFilter | None = None, *, limit: int | None = 50, skip: int = 0
+    store: EventReader, flt: EventFilter | None = None, *, limit: int | None = 50, skip: int = 0
 ) -> list[Event]:
     """Events matching ``flt``, newest first, past the first ``skip`` of them; ``limit=None`` for all."""
     flt = flt or EventFilter()
@@ -144,7 +143,7 @@ async def list_events(
     return found
 
 
-async def get_event(store: EventStore, event_id: str) -> Event | None:
+async def get_event(store: EventReader, event_id: str) -> Event | None:
     return await store.get(event_id.strip())
 
 
@@ -286,7 +285,7 @@ class Budget:
     """What the shared rate limiter knows of one administration right now."""
 
     administration: str
-    role: Literal["source", "target"]
+    role: Role
     per_minute: int
     burst: int
     # Calls that could go out this instant without waiting.
@@ -308,9 +307,10 @@ class StatusReport:
     waiting: int = 0
 
 
-async def status_report(redis: Redis, settings: Settings) -> StatusReport:
-    """Queue depth, events per status, the longest wait, live workers and each API budget."""
-    store = EventStore.for_settings(redis, settings)
+async def status_report(redis: Redis) -> StatusReport:
+    """Queue depth, events per status, the longest wait, live workers and each API budget: Redis's word
+    alone, so a look needs no configuration but where Redis is."""
+    store = EventReader(redis)
     queued_jobs = int(await done(redis.zcard(keys.QUEUE)))
     deferred = int(await done(redis.zcount(keys.QUEUE, f"({now_ms()}", "+inf")))
     events: dict[str, int] = {status: await store.count(status) for status in STATUSES}
@@ -320,19 +320,19 @@ async def status_report(redis: Redis, settings: Settings) -> StatusReport:
         events=events,
         oldest_waiting=await _oldest_waiting(store),
         workers=await heartbeats(redis),
-        budgets=await budgets(redis, settings),
+        budgets=await budgets(redis),
         waiting=await _waiting(store),
     )
 
 
-async def _waiting(store: EventStore, limit: int = 10_000) -> int:
+async def _waiting(store: EventReader, limit: int = 10_000) -> int:
     """How many running events wait for a later try rather than being worked on."""
     now = time.time()
     running = await store.get_many(await store.ids("running", limit=limit))
     return sum(1 for event in running if event is not None and event.waiting(now))
 
 
-async def _oldest_waiting(store: EventStore) -> Waiting | None:
+async def _oldest_waiting(store: EventReader) -> Waiting | None:
     oldest: tuple[float, str, str] | None = None
     for status in WAITING:
         head = await store.redis.zrange(keys.by_status(status), 0, 0, withscores=True)
@@ -347,18 +347,22 @@ async def _oldest_waiting(store: EventStore) -> Waiting | None:
     return Waiting(event_id, in_status, event.action if event else "?", since)
 
 
-async def budgets(redis: Redis, settings: Settings) -> list[Budget]:
-    """Each administration's budget as the shared limiter (GCRA in Redis) holds it."""
-    roles: dict[str, Literal["source", "target"]] = dict.fromkeys(settings.sources, "source")
-    roles.update(dict.fromkeys(settings.targets, "target"))
-    # From the settings, not settings.source(): a budget needs no API key.
-    limits = {name: source.rate_limit_per_minute for name, source in settings.sources.items()}
-    limits |= {name: target.rate_limit_per_minute for name, target in settings.targets.items()}
-    limiter = SharedRateLimit(redis, limits)
+async def budgets(redis: Redis) -> list[Budget]:
+    """Each administration's budget as the shared limiter (GCRA in Redis) holds it, with the limits the
+    newest worker published: what the workers apply, whatever configuration the operator's command read."""
+    limits = await published_limits(redis)
+    limiter = SharedRateLimit(redis, {name: limit.per_minute for name, limit in limits.items()})
     found: list[Budget] = []
-    for name in sorted(roles, key=lambda n: (roles[n] != "target", n)):
+    for name in sorted(limits, key=lambda n: (limits[n].role != "target", n)):
         available = await limiter.available(name)
         found.append(
-            Budget(name, roles[name], limits[name], limiter.burst, available, await limiter.paused_for(name))
+            Budget(
+                name,
+                limits[name].role,
+                limits[name].per_minute,
+                limiter.burst,
+                available,
+                await limiter.paused_for(name),
+            )
         )
     return found

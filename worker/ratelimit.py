@@ -8,18 +8,19 @@ or an audit's) never use the burst, which stays for the hooks' syncs: those go f
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 from collections.abc import Callable
 from contextvars import ContextVar, Token
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Literal
 
 from redis.asyncio import Redis
 
 from tasks.errors import RateLimited
 from worker import keys
-from worker.redisio import done
+from worker.redisio import done, text
 
 if TYPE_CHECKING:  # an annotation only: `status` and `failed` need not import the HTTP client
     from tasks.client import RateLimit
@@ -39,6 +40,42 @@ if wait > 0 then return {0, wait} end
 redis.call('SET', KEYS[1], tat + interval, 'PX', math.ceil(tat + interval - now) + 1000)
 return {1, 0}
 """
+
+
+Role = Literal["source", "target"]
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """An administration's place in the sync and the calls a minute every worker together may make."""
+
+    role: Role
+    per_minute: int
+
+
+async def publish_limits(redis: Redis, limits: dict[str, Limit]) -> None:
+    """Say what budget this worker applies, for `status` and the dashboard, which need no configuration
+    but Redis's; the newest worker's word replaces the last, so an administration taken out goes."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(keys.LIMITS)
+        if limits:
+            entries = {name: json.dumps(asdict(limit)) for name, limit in limits.items()}
+            pipe.hset(keys.LIMITS, mapping=entries)
+        await pipe.execute()
+
+
+async def published_limits(redis: Redis) -> dict[str, Limit]:
+    """The limits the newest worker published (none before a worker started); a garbled one is left out."""
+    found: dict[str, Limit] = {}
+    for name, value in (await done(redis.hgetall(keys.LIMITS))).items():
+        try:
+            entry = json.loads(value)
+            limit = Limit(entry["role"], int(entry["per_minute"]))
+        except (ValueError, TypeError, KeyError):
+            continue
+        if limit.role in ("source", "target") and limit.per_minute > 0:
+            found[text(name)] = limit
+    return found
 
 
 # Whether the calls made in this context (an asyncio task and what it starts) are bulk work.

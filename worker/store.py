@@ -12,15 +12,17 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from worker import keys
-from worker.config import Settings
 from worker.queue import FAN_OUT, fan_out_job_id, job_body, now_ms
 from worker.redisio import done, text
+
+if TYPE_CHECKING:  # an annotation only: `status` reads events without the (pydantic) settings
+    from worker.config import Settings
 
 Status = Literal["queued", "running", "done", "ignored", "failed", "discarded"]
 STATUSES: tuple[Status, ...] = ("queued", "running", "done", "ignored", "failed", "discarded")
@@ -244,8 +246,58 @@ class NotReplicated(RedisError):
     lose it, so it is not acknowledged (the listener answers 503; a resend finds it, or records it again)."""
 
 
-class EventStore:
-    """Events, their statuses and the failed store, in Redis."""
+class EventReader:
+    """A look at the events in Redis (status, the event lists): reads only, so it needs no policy."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    async def get(self, event_id: str) -> Event | None:
+        raw = await done(self.redis.hgetall(keys.event(event_id)))
+        if not raw:
+            return None
+        return Event.from_hash({text(k): text(v) for k, v in raw.items()})
+
+    async def get_many(self, event_ids: list[str]) -> list[Event | None]:
+        """Several events in one round trip, in the order asked (None where an event is gone)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event_id in event_ids:
+                pipe.hgetall(keys.event(event_id))
+            raws = await pipe.execute()
+        return [Event.from_hash({text(k): text(v) for k, v in raw.items()}) if raw else None for raw in raws]
+
+    async def only_synthetic(self, event_ids: list[str]) -> bool:
+        """Whether every one of the events was recorded by a backfill or an audit (none is a hook's): their
+        sync is bulk work, which gives way to the hooks' in the shared API budget."""
+        if not event_ids:
+            return False
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event_id in event_ids:
+                pipe.hget(keys.event(event_id), "action")
+            actions = await pipe.execute()
+        return all(action is not None and text(action) in SYNTHETIC for action in actions)
+
+    async def attempts(self, event_id: str) -> list[dict[str, Any]]:
+        """The event's timeline of tries, oldest first."""
+        raw = await done(self.redis.lrange(keys.tries(event_id), 0, -1))
+        return [json.loads(text(item)) for item in raw]
+
+    async def ids(
+        self, status: Status | None = None, *, limit: int = 100, newest_first: bool = True
+    ) -> list[str]:
+        key = keys.by_status(status) if status else keys.EVENTS
+        if newest_first:
+            raw = await self.redis.zrevrange(key, 0, limit - 1)
+        else:
+            raw = await self.redis.zrange(key, 0, limit - 1)
+        return [text(item) for item in raw]
+
+    async def count(self, status: Status | None = None) -> int:
+        return int(await done(self.redis.zcard(keys.by_status(status) if status else keys.EVENTS)))
+
+
+class EventStore(EventReader):
+    """Events, their statuses and the failed store, in Redis: recorded, moved on, retried."""
 
     @classmethod
     def for_settings(cls, redis: Redis, settings: Settings) -> EventStore:
@@ -267,7 +319,7 @@ class EventStore:
         wait_replicas: int = 0,
         wait_timeout_ms: int = 500,
     ) -> None:
-        self.redis = redis
+        super().__init__(redis)
         self.dedup_ttl = dedup_ttl
         self.job_expiry_ms = job_expiry_ms
         self.wait_replicas = wait_replicas
@@ -386,31 +438,6 @@ class EventStore:
             await pipe.execute()
         return event_id
 
-    async def get(self, event_id: str) -> Event | None:
-        raw = await done(self.redis.hgetall(keys.event(event_id)))
-        if not raw:
-            return None
-        return Event.from_hash({text(k): text(v) for k, v in raw.items()})
-
-    async def get_many(self, event_ids: list[str]) -> list[Event | None]:
-        """Several events in one round trip, in the order asked (None where an event is gone)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for event_id in event_ids:
-                pipe.hgetall(keys.event(event_id))
-            raws = await pipe.execute()
-        return [Event.from_hash({text(k): text(v) for k, v in raw.items()}) if raw else None for raw in raws]
-
-    async def only_synthetic(self, event_ids: list[str]) -> bool:
-        """Whether every one of the events was recorded by a backfill or an audit (none is a hook's): their
-        sync is bulk work, which gives way to the hooks' in the shared API budget."""
-        if not event_ids:
-            return False
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for event_id in event_ids:
-                pipe.hget(keys.event(event_id), "action")
-            actions = await pipe.execute()
-        return all(action is not None and text(action) in SYNTHETIC for action in actions)
-
     async def set_status(self, event_id: str, status: Status, **fields: Any) -> str | None:
         """Move an event to ``status`` (updating the indexes) and set extra fields; returns the old status."""
         flat: list[Any] = []
@@ -441,11 +468,6 @@ class EventStore:
                     mapping={"waiting_until": f"{entry['until']:.3f}", "waiting_reason": waiting},
                 )
             await pipe.execute()
-
-    async def attempts(self, event_id: str) -> list[dict[str, Any]]:
-        """The event's timeline of tries, oldest first."""
-        raw = await done(self.redis.lrange(keys.tries(event_id), 0, -1))
-        return [json.loads(text(item)) for item in raw]
 
     async def record_outcome(self, event_id: str, route: str, outcome: dict[str, Any]) -> str | None:
         """Store what a route did for this event; returns the event's status afterwards."""
@@ -506,16 +528,3 @@ class EventStore:
         note = {"discarded_at": round(time.time(), 3), "by": by, "reason": reason}
         previous = await self._discard(keys=[keys.event(event_id)], args=[json.dumps(note), now_us()])
         return text(previous)
-
-    async def ids(
-        self, status: Status | None = None, *, limit: int = 100, newest_first: bool = True
-    ) -> list[str]:
-        key = keys.by_status(status) if status else keys.EVENTS
-        if newest_first:
-            raw = await self.redis.zrevrange(key, 0, limit - 1)
-        else:
-            raw = await self.redis.zrange(key, 0, limit - 1)
-        return [text(item) for item in raw]
-
-    async def count(self, status: Status | None = None) -> int:
-        return int(await done(self.redis.zcard(keys.by_status(status) if status else keys.EVENTS)))

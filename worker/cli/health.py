@@ -1,4 +1,5 @@
-"""`factsync check`: the health check, kept light (config, Redis, heartbeats) for a probe every 30 s."""
+"""`factsync check`: the health check, kept light (the Redis settings, Redis, heartbeats) for a probe every
+30 s."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ import sys
 import click
 
 from worker import redisio
-from worker.cli.context import load_settings_for
-from worker.embedded_redis import running_redis_url
+from worker.cli.reach import redis_url
 from worker.heartbeat import heartbeats, verdict
 
 
@@ -27,13 +27,12 @@ def check(ctx: click.Context, this_host: bool) -> None:
     For health checks: `factsync check --this-host` in a worker container or pod, `factsync check` to
     know that some worker, anywhere, is alive.
     """
-    settings = load_settings_for(ctx, secrets=False)  # a health check needs only Redis
     try:
-        redis_url = running_redis_url(settings)
+        url = redis_url(ctx)
     except LookupError as exc:
         click.echo(f"unhealthy: {exc}")
         sys.exit(1)
-    healthy, reason = asyncio.run(_check(redis_url, socket.gethostname() if this_host else None))
+    healthy, reason = asyncio.run(_check(url, socket.gethostname() if this_host else None))
     click.echo(("ok: " if healthy else "unhealthy: ") + reason)
     sys.exit(0 if healthy else 1)
 

@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Rebuild a route's id mapping (source document -> mirror) from the markers in its target.",
     ),
     "status": (
-        "worker.cli.ops",
+        "worker.cli.status",
         "How factsync is doing: queue, events per status, the longest wait, workers and API budgets.",
     ),
     "events": (

@@ -6,57 +6,36 @@ and prints tables, or JSON with --json, and holds the plumbing `worker.cli.repai
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict
 from datetime import datetime
-from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 
-from tasks.errors import ApiError, TransientError
 from worker import operate, redisio
 from worker.cli.context import load_settings_for
 from worker.cli.groups import SuggestingGroup
+from worker.cli.output import (
+    ATTENTION,
+    PROGRESS_FROM,
+    WHEN,
+    ProgressReport,
+    ago,
+    echo_json,
+    json_option,
+    local_time,
+    run_or_fail,
+    table,
+)
 from worker.config import Settings
 from worker.embedded_redis import running_redis_url
 from worker.store import STATUSES, Event, EventStore
-
-T = TypeVar("T")
-
-# Exit status of a command that ran but leaves something for an operator: drift, failed syncs, refusals.
-ATTENTION = 3
-# Bulk actions on more than 20 events show a progress bar.
-PROGRESS_FROM = 21
-# Widest a table cell gets before it is cut with "…" (`show` prints everything).
-CELL = 60
-
-
-# -- plumbing ------------------------------------------------------------------------------------------------
-
-
-def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
-    """--since/--until: an ISO date or datetime, or an age such as 2h or 3d, as epoch seconds."""
-    if value is None:
-        return None
-    try:
-        return operate.parse_when(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), ctx, param) from None
-
-
-WHEN: dict[str, Any] = {"callback": _when, "metavar": "TIME"}
-json_option = click.option(
-    "--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table."
-)
 
 
 def settings_and_url(ctx: click.Context, *, secrets: bool = False) -> tuple[Settings, str]:
@@ -64,7 +43,7 @@ def settings_and_url(ctx: click.Context, *, secrets: bool = False) -> tuple[Sett
     that calls the APIs (backfill, audit) asks for the ``secrets`` too."""
     settings = load_settings_for(ctx, secrets=secrets)
     try:
-        return settings, running_redis_url(settings)
+        return settings, running_redis_url(settings.redis_url, settings.data_dir)
     except LookupError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -76,138 +55,6 @@ async def connected(settings: Settings, url: str) -> AsyncIterator[tuple[Redis, 
         yield redis, EventStore.for_settings(redis, settings)
     finally:
         await redis.aclose()
-
-
-def run_or_fail(url: str, work: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine; a Redis or API that cannot be reached is a clean error, not a traceback."""
-    try:
-        return asyncio.run(work)
-    except RedisConnectionError as exc:
-        raise click.ClickException(f"cannot reach Redis at {redisio.describe(url)}: {exc}") from None
-    except TransientError as exc:
-        # No retry loop here: the workers own the one; the command is safe to run again as a whole.
-        raise click.ClickException(
-            f"an API call failed ({exc.message}); nothing more was done, run it again"
-        ) from None
-    except ApiError as exc:
-        raise click.ClickException(f"the API refused ({exc.message}); nothing more was done") from None
-    except operate.NoWorker as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=str, ensure_ascii=False))
-
-
-def _ago(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f}{unit}" if seconds < 10 * size else f"{int(seconds // size)}{unit}"
-    return f"{seconds:.0f}s"
-
-
-def _at(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _cut(text: str, width: int = CELL) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, indent: str = "") -> None:
-    cells = [[_cut(str(cell)) for cell in row] for row in rows]
-    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
-    for row in [list(headers), *cells]:
-        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        click.echo((indent + line).rstrip())
-
-
-class ProgressReport:
-    """A progress bar on a terminal; without one (cron, CI, a log) a line at every tenth of the way.
-
-    Called as ``progress(done, total, eta)``; ``eta``, when given, is the seconds the API budget needs for
-    the calls left (not a guess from the speed so far), shown beside the bar. Prints nothing when ``total``
-    stays under ``minimum``, or when ``quiet`` (a command asked for ``--json``).
-    """
-
-    def __init__(self, label: str, *, minimum: int = 0, quiet: bool = False) -> None:
-        self.label = label
-        # A huge minimum: nothing reaches it (`--json` output stays the JSON alone).
-        self.minimum = sys.maxsize if quiet else minimum
-        self._bar: Any = None
-        self._tenth = -1
-        self._tty = sys.stderr.isatty()
-
-    def __enter__(self) -> ProgressReport:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(kind, exc, tb)
-
-    def __call__(self, done: int, total: int, eta: float | None = None) -> None:
-        if total < max(self.minimum, 1):
-            return
-        left = f"ETA {_duration(eta)} at the budget" if eta is not None and done < total else ""
-        if self._tty:
-            if self._bar is None:
-                self._bar = click.progressbar(
-                    length=total,
-                    label=self.label,
-                    file=sys.stderr,
-                    show_eta=False,
-                    item_show_func=lambda item: item,
-                )
-                self._bar.__enter__()
-            self._bar.length = total
-            self._bar.update(done - self._bar.pos, left)
-            return
-        tenth = done * 10 // total
-        if tenth > self._tenth:
-            self._tenth = tenth
-            click.echo(
-                f"{self.label}: {done}/{total} ({done * 100 // total}%)" + (f", {left}" if left else ""),
-                err=True,
-            )
-
-
-def _duration(seconds: float) -> str:
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
-
-
-@contextlib.contextmanager
-def ctrl_c_stops(what: str) -> Iterator[Callable[[], bool]]:
-    """Inside a command's coroutine: the first Ctrl-C asks the work to stop (the callable then says True) and
-    says so; a second one interrupts at once, as Ctrl-C always does."""
-    loop = asyncio.get_running_loop()
-    asked = False
-
-    def stop() -> None:
-        nonlocal asked
-        asked = True
-        click.echo(f"\nstopping {what}: what is done stays done (Ctrl-C again to quit at once)", err=True)
-        loop.remove_signal_handler(signal.SIGINT)
-
-    try:
-        loop.add_signal_handler(signal.SIGINT, stop)
-    except (NotImplementedError, RuntimeError, ValueError):
-        # Not the main thread (a test's runner) or no signals here: Ctrl-C interrupts as it always did.
-        yield lambda: asked
-        return
-    try:
-        yield lambda: asked
-    finally:
-        with contextlib.suppress(ValueError, RuntimeError):
-            loop.remove_signal_handler(signal.SIGINT)
 
 
 # -- rendering events ----------------------------------------------------------------------------------------
@@ -245,7 +92,7 @@ def _print_events(events: list[Event], *, empty: str) -> None:
         [
             [
                 e.id,
-                _ago(now - e.received_at),
+                ago(now - e.received_at),
                 e.source,
                 e.action,
                 _invoice(e),
@@ -265,14 +112,14 @@ def _print_event(event: Event) -> None:
         ("status", f"{event.status} (tries {event.tries}, generation {event.generation})"),
         ("source", event.source),
         ("action", event.action),
-        ("received", f"{_at(event.received_at)} ({_ago(time.time() - event.received_at)} ago)"),
+        ("received", f"{local_time(event.received_at)} ({ago(time.time() - event.received_at)} ago)"),
         ("webhook-id", event.webhook_id or "- (not from a hook)"),
         ("routes", ", ".join(event.routes) or "- (not fanned out yet)"),
     ]
     if event.reason:
         rows.append(("reason", event.reason))
     if event.waiting(time.time()) and event.waiting_until is not None:
-        rows.append(("waiting", f"{event.waiting_reason}, next try at {_at(event.waiting_until)}"))
+        rows.append(("waiting", f"{event.waiting_reason}, next try at {local_time(event.waiting_until)}"))
     if event.problems:
         # Fields of the hook that did not parse; the sync reads the invoice itself and did not need them.
         rows.append(("problems", "; ".join(event.problems)))
@@ -314,9 +161,11 @@ def _print_event(event: Event) -> None:
     click.echo("history" if event.history else "history: never re-enqueued")
     for note in event.history:
         if "discarded_at" in note:
-            click.echo(f"  {_at(note['discarded_at'])}  discarded by {note.get('by')}: {note.get('reason')}")
+            click.echo(
+                f"  {local_time(note['discarded_at'])}  discarded by {note.get('by')}: {note.get('reason')}"
+            )
         else:
-            at = _at(note.get("requeued_at", 0))
+            at = local_time(note.get("requeued_at", 0))
             click.echo(f"  {at}  re-enqueued by {note.get('by')} (generation {note.get('generation')})")
 
 
@@ -347,10 +196,10 @@ def _print_attempts(attempts: list[dict[str, Any]]) -> None:
         return
     click.echo("tries")
     for entry in attempts:
-        when, route, outcome = _at(entry["at"]), entry["route"], entry["outcome"]
+        when, route, outcome = local_time(entry["at"]), entry["route"], entry["outcome"]
         line = f"  {when}  {route}  try {entry['try']}  {outcome}  {entry['ms']} ms"
         if entry.get("until"):
-            line += f", next try at {_at(entry['until'])}"
+            line += f", next try at {local_time(entry['until'])}"
         click.echo(line)
         if entry.get("note"):
             click.echo(f"      {entry['note']}")
@@ -414,11 +263,6 @@ def _print_requeues(results: list[operate.Requeue], as_json: bool) -> None:
         sys.exit(ATTENTION)
 
 
-def notice(text: str) -> None:
-    """A bulk command's word on why it waits (a ban pause), on its own line beside the progress bar."""
-    click.echo("\n" + text, err=True)
-
-
 def _requeue(
     ctx: click.Context, event_ids: Sequence[str], allowed: frozenset[str], as_json: bool, *, now: bool = False
 ) -> None:
@@ -436,106 +280,6 @@ def _requeue(
 
 
 # -- commands ------------------------------------------------------------------------------------------------
-
-
-@click.command()
-@json_option
-@click.pass_context
-def status(ctx: click.Context, as_json: bool) -> None:
-    """How factsync is doing: queue, events per status, the longest wait, workers and API budgets.
-
-    \b
-    Example:
-      factsync status
-      factsync status --json | jq .events.failed
-    """
-    settings, url = settings_and_url(ctx)
-
-    async def work() -> operate.StatusReport:
-        async with connected(settings, url) as (redis, _):
-            return await operate.status_report(redis, settings)
-
-    report = run_or_fail(url, work())
-    needs = _needs_a_person(report)
-    if as_json:
-        data = asdict(report)
-        for worker, beat in zip(data["workers"], report.workers, strict=True):
-            worker.update(age=round(beat.age, 1), fresh=beat.fresh)
-        if report.oldest_waiting is not None:
-            data["oldest_waiting"]["age"] = round(report.oldest_waiting.age, 1)
-        data["needs_a_person"] = needs
-        echo_json(data)
-    else:
-        _print_status(report)
-        if needs:
-            click.echo("needs a person: " + "; ".join(needs))
-    if needs:
-        sys.exit(ATTENTION)
-
-
-def _needs_a_person(report: operate.StatusReport) -> list[str]:
-    """What in the status a person must act on: `status` exits with ATTENTION (3) when there is any."""
-    needs = []
-    if report.events.get("failed"):
-        needs.append(f"{report.events['failed']} failed event(s): factsync failed list")
-    paused = [b.administration for b in report.budgets if b.paused_for]
-    if paused:
-        needs.append(f"calls to {', '.join(paused)} paused after a ban (HTTP 403)")
-    if not any(beat.fresh for beat in report.workers):
-        needs.append("no live worker: start `factsync worker`")
-    return needs
-
-
-def _print_status(report: operate.StatusReport) -> None:
-    click.echo(f"queue      {report.queued_jobs} job(s), {report.deferred_jobs} waiting out a retry backoff")
-    counts = [f"{name} {count}" for name, count in report.events.items()]
-    if report.waiting:
-        # Waiting is not running: a retry's backoff or a ban pause holds these, no worker works on them.
-        counts[STATUSES.index("running")] += f" (of which {report.waiting} waiting for a later try)"
-    click.echo("events     " + " · ".join(counts))
-    oldest = report.oldest_waiting
-    if oldest is None:
-        click.echo("waiting    nothing")
-    else:
-        click.echo(
-            f"waiting    longest: {oldest.event_id} ({oldest.action}), {oldest.status} for {_ago(oldest.age)}"
-        )
-    fresh = [beat for beat in report.workers if beat.fresh]
-    click.echo(
-        f"workers    {len(fresh)} alive" + ("" if fresh else ": nothing is syncing (start `factsync worker`)")
-    )
-    if report.workers:
-        table(
-            ["WORKER", "LAST BEAT", "RUNNING", "DONE", "FAILED", "RETRIED", "UP"],
-            [
-                [
-                    beat.worker_id,
-                    _ago(beat.age) + ("" if beat.fresh else f" (stale, > {beat.stale_after:.0f}s)"),
-                    beat.jobs_running,
-                    beat.jobs_complete,
-                    beat.jobs_failed,
-                    beat.jobs_retried,
-                    _ago(time.time() - beat.started_at),
-                ]
-                for beat in report.workers
-            ],
-            indent="  ",
-        )
-    click.echo("API budget (shared by all workers)")
-    table(
-        ["ADMINISTRATION", "ROLE", "LIMIT", "FREE NOW", "STATE"],
-        [
-            [
-                b.administration,
-                b.role,
-                f"{b.per_minute}/min",
-                f"{b.available}/{b.burst}",
-                f"PAUSED {b.paused_for:.0f}s more after a ban (HTTP 403)" if b.paused_for else "ok",
-            ]
-            for b in report.budgets
-        ],
-        indent="  ",
-    )
 
 
 @click.group(cls=SuggestingGroup)

@@ -14,17 +14,16 @@ import click
 from tasks.audit import AuditReport
 from tasks.model import Route
 from worker import resync
-from worker.cli.ops import (
+from worker.cli.ops import connected, settings_and_url
+from worker.cli.output import (
     ATTENTION,
     WHEN,
     ProgressReport,
-    connected,
     ctrl_c_stops,
     echo_json,
     json_option,
     notice,
     run_or_fail,
-    settings_and_url,
     table,
 )
 from worker.config import Settings

@@ -136,7 +136,7 @@ def remap(ctx: click.Context, route_name: str) -> None:
         known = ", ".join(sorted(settings.routes)) or "none"
         raise click.ClickException(f"no route named {route_name!r} (configured: {known})")
     try:
-        redis_url = running_redis_url(settings)
+        redis_url = running_redis_url(settings.redis_url, settings.data_dir)
     except LookupError as exc:
         raise click.ClickException(str(exc)) from None
     try:

@@ -537,7 +537,7 @@ async def overview(request: web.Request) -> web.StreamResponse:
     store = _store(request)
     redis = _redis(request)
     # The same summary as `factsync status`: queue depth, events per status, workers, API budgets.
-    report = await operate.status_report(redis, request.app[SETTINGS])
+    report = await operate.status_report(redis)
     buckets = await activity(redis, time.time())
     settled = sum(b.settled for b in buckets)
     failed = sum(b.failed for b in buckets)
