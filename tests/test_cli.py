@@ -20,6 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.test_config import GOOD
+from worker.cli.groups import LazyGroup
 from worker.cli.main import COMMANDS, main
 from worker.embedded_redis import free_port
 
@@ -38,13 +39,28 @@ def test_help_teaches_the_commands() -> None:
 
 
 def test_the_commands_help_lines_are_their_own() -> None:
-    """`factsync --help` shows each command's line without importing it; it must be the command's own."""
-    ctx = click.Context(main)
-    for name, (_, line) in COMMANDS.items():
-        command = main.get_command(ctx, name)
-        assert command is not None and command.help is not None, name
-        first = " ".join(command.help.split("\n\n")[0].split())
-        assert first == line, f"{name}: COMMANDS says {line!r}, its docstring {first!r}"
+    """`factsync --help` (and `factsync events --help`) show each command's line without importing it; it
+    must be the command's own."""
+    groups: list[click.Group] = [main]
+    checked = 0
+    while groups:
+        group = groups.pop()
+        assert isinstance(group, LazyGroup)
+        ctx = click.Context(group)
+        for name, (_, line) in group.lazy.items():
+            command = group.get_command(ctx, name)
+            assert command is not None and command.help is not None, name
+            first = " ".join(command.help.split("\n\n")[0].split())
+            assert first == line, f"{name}: the group says {line!r}, its docstring {first!r}"
+            checked += 1
+        groups += [
+            c for n in group.list_commands(ctx) if isinstance(c := group.get_command(ctx, n), click.Group)
+        ]
+    assert checked == len(COMMANDS) + 3, "replay, retry and discard load when run"
+    listed = CliRunner().invoke(main, ["failed", "--help"])
+    assert listed.exit_code == 0
+    for name in ("list", "show", "retry", "discard"):
+        assert f"  {name} " in listed.output, listed.output
 
 
 def test_a_misspelt_command_gets_a_did_you_mean() -> None:
@@ -66,7 +82,9 @@ HEAVY = ("aiohttp", "tasks.client", "tasks.simulator", "worker.runtime")
         # pydantic would nearly double their start-up: they read only where Redis is (worker/cli/reach.py).
         (["check"], (*HEAVY, "arq", "pydantic", "worker.config")),
         (["status"], (*HEAVY, "pydantic", "worker.config")),
-        (["failed", "list"], HEAVY),
+        (["failed", "list"], (*HEAVY, "pydantic", "worker.config")),
+        (["events", "show", "evt_x"], (*HEAVY, "pydantic", "worker.config")),
+        (["failed", "retry", "evt_x"], HEAVY),
     ],
 )
 def test_help_and_the_probes_import_nothing_they_do_not_use(

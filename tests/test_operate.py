@@ -273,9 +273,15 @@ async def test_status_and_check_need_only_where_redis_is(
             assert shown.json()["needs_a_person"] == ["calls to target paused after a ban (HTTP 403)"]
             check = await cli(config, "check")
             assert check.code == 0 and check.out.startswith("ok: "), check.out + check.err
-        # What does need the whole configuration still refuses the broken one, naming the setting.
-        events = await cli(broken, "failed", "list")
-        assert events.code == 1 and "routes.sales.source: no source named 'nohostfact'" in events.err
+            listed = await cli(config, "events", "list", "--json")
+            assert listed.code == 0 and [e["status"] for e in listed.json()] == ["done"], listed.err
+            shown_event = await cli(config, "events", "show", listed.json()[0]["id"])
+            assert shown_event.code == 0 and "done" in shown_event.out, shown_event.err
+            assert (await cli(config, "failed", "list", "--json")).json() == []
+        # What writes jobs needs the whole configuration (a job's expiry is the retry span's): it refuses the
+        # broken one, naming the setting.
+        retried = await cli(broken, "failed", "retry", "--all")
+        assert retried.code == 1 and "routes.sales.source: no source named 'nohostfact'" in retried.err
 
 
 async def test_status_before_any_worker_says_no_budget_is_known(
@@ -292,8 +298,8 @@ async def test_status_before_any_worker_says_no_budget_is_known(
 async def test_a_light_command_names_a_bad_redis_setting_and_reads_nothing_else(tmp_path: Path) -> None:
     config = tmp_path / "factsync.toml"
     config.write_text('redis_url = "http://redis:6379/0"\n[sources.x]\nnot_a_setting = 1\n')
-    for command in ("status", "check"):
-        ran = await cli(config, command)
+    for command in (["status"], ["check"], ["events", "list"], ["failed", "show", "evt_x"]):
+        ran = await cli(config, *command)
         assert ran.code == 1, ran.out + ran.err
         assert f"invalid configuration in {config}:" in ran.err and "redis_url: " in ran.err
         assert "not_a_setting" not in ran.err, "a light command reads only where Redis is"

@@ -27,7 +27,12 @@ class SuggestingGroup(click.Group):
 
 
 class LazyGroup(SuggestingGroup):
-    """A click group whose commands are imported by name when run (click's documented lazy loading)."""
+    """A click group whose commands are imported by name when run (click's documented lazy loading).
+
+    ``commands`` maps a name to its module (``"module"``, the command named like it, or
+    ``"module:attribute"``) and the first line of its help, shown without importing it. Commands added
+    the usual way (``@group.command()``) sit beside them.
+    """
 
     def __init__(self, *args: Any, commands: dict[str, tuple[str, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -39,14 +44,18 @@ class LazyGroup(SuggestingGroup):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.lazy:
             return super().get_command(ctx, cmd_name)
-        module, _ = self.lazy[cmd_name]
-        command = getattr(importlib.import_module(module), cmd_name.replace("-", "_"))
+        module, _, attribute = self.lazy[cmd_name][0].partition(":")
+        command = getattr(importlib.import_module(module), attribute or cmd_name.replace("-", "_"))
         if not isinstance(command, click.Command):
-            raise TypeError(f"{module}.{cmd_name} is not a click command")
+            raise TypeError(f"{module}.{attribute or cmd_name} is not a click command")
         return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, self.lazy[name][1]) for name in self.list_commands(ctx)]
+        width = formatter.width - 6 - max((len(name) for name in self.list_commands(ctx)), default=0)
+        rows = [
+            (name, self.lazy[name][1] if name in self.lazy else self.commands[name].get_short_help_str(width))
+            for name in self.list_commands(ctx)
+        ]
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)

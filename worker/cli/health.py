@@ -10,7 +10,7 @@ import sys
 import click
 
 from worker import redisio
-from worker.cli.reach import redis_url
+from worker.cli.reach import find_redis
 from worker.heartbeat import heartbeats, verdict
 
 
@@ -28,7 +28,7 @@ def check(ctx: click.Context, this_host: bool) -> None:
     know that some worker, anywhere, is alive.
     """
     try:
-        url = redis_url(ctx)
+        url = find_redis(ctx)
     except LookupError as exc:
         click.echo(f"unhealthy: {exc}")
         sys.exit(1)

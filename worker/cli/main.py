@@ -34,11 +34,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "How factsync is doing: queue, events per status, the longest wait, workers and API budgets.",
     ),
     "events": (
-        "worker.cli.ops",
+        "worker.cli.look",
         "List and inspect events (every hook factsync accepted), and run them again.",
     ),
     "failed": (
-        "worker.cli.ops",
+        "worker.cli.look",
         "The failed store: events a sync could not complete, with the reason and the last API exchange.",
     ),
     "backfill": (

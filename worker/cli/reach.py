@@ -19,7 +19,7 @@ from worker.rawconfig import DEFAULT_DATA_DIR, ConfigError, config_path, read_co
 REDIS_SETTINGS = ("redis_url", "data_dir")
 
 
-def redis_url(ctx: click.Context) -> str:
+def find_redis(ctx: click.Context) -> str:
     """The Redis the command talks to, or a clean exit naming the bad setting; configures the logs.
 
     LookupError, saying why, when none is configured and no embedded one is running."""
@@ -31,6 +31,14 @@ def redis_url(ctx: click.Context) -> str:
         secrets=redisio.secrets_in(configured), json=ctx.obj["log_json"], level=ctx.obj["log_level"]
     )
     return running_redis_url(configured, data_dir)
+
+
+def redis_url(ctx: click.Context) -> str:
+    """As `find_redis`, with no Redis to find a clean exit too."""
+    try:
+        return find_redis(ctx)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _redis_settings(path: Path | None) -> tuple[str | None, Path]:

@@ -29,10 +29,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
       factsync status
       factsync status --json | jq .events.failed
     """
-    try:
-        url = redis_url(ctx)
-    except LookupError as exc:
-        raise click.ClickException(str(exc)) from None
+    url = redis_url(ctx)
 
     async def work() -> operate.StatusReport:
         redis = redisio.connect(url, retry_for=redisio.COMMAND_RETRY_FOR)
