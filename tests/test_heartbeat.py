@@ -9,7 +9,8 @@ from types import SimpleNamespace
 from redis.asyncio import Redis
 
 from tests.conftest import make_settings
-from worker.heartbeat import SYNCS_FAILED, beat, heartbeats
+from tests.stack import LINES, running_stack
+from worker.heartbeat import SYNCS_FAILED, SyncTally, beat, heartbeats
 from worker.runtime import start
 
 
@@ -31,10 +32,26 @@ async def test_a_running_worker_beats_and_a_stopped_one_is_gone(redis: Redis, re
 
 async def test_the_failed_column_counts_failed_syncs_not_only_jobs_that_raised(redis: Redis) -> None:
     """A failed sync is handled (arq counts its job as complete): the heartbeat adds the worker's count."""
-    worker = SimpleNamespace(jobs_complete=5, jobs_failed=1, jobs_retried=0, tasks={}, ctx={SYNCS_FAILED: 3})
+    worker = SimpleNamespace(
+        jobs_complete=5, jobs_failed=1, jobs_retried=0, tasks={}, ctx={SYNCS_FAILED: SyncTally(3)}
+    )
     await beat(redis, "host:1:abc", worker, time.time(), every=2.0)  # type: ignore[arg-type]
     (heartbeat,) = await heartbeats(redis)
     assert (heartbeat.jobs_complete, heartbeat.jobs_failed) == (5, 4)
+
+
+async def test_a_failed_sync_shows_in_its_workers_failed_column(redis: Redis, redis_url: str) -> None:
+    """Counted by the real worker: arq gives each job a copy of the worker's context (issue 11, point 9)."""
+    retry = {"max_tries": 2, "base_delay": 0.01, "max_delay": 0.05, "max_span": 60}
+    async with running_stack(redis_url, retry=retry) as stack:
+        stack.hostfact.add_debtor(CompanyName="Company X")
+        stack.target.faults.inject("http_503", times=50)
+        await stack.call("invoice", "add", DebtorCode="DB0001", InvoiceLines=LINES, Status=2)
+        assert [e.status for e in await stack.settled()] == ["failed"]
+        deadline = time.monotonic() + 10
+        while (failed := [b.jobs_failed for b in await heartbeats(redis)]) != [1]:
+            assert time.monotonic() < deadline, f"the FAILED column says {failed}"
+            await asyncio.sleep(0.1)
 
 
 async def test_a_worker_stopped_at_any_moment_of_its_start_up_stops(redis: Redis, redis_url: str) -> None:

@@ -27,9 +27,17 @@ log = structlog.get_logger(__name__)
 # A beat written before workers said how often they beat: the default heartbeat_seconds.
 DEFAULT_EVERY = 2.0
 
-# The worker context's count of syncs that failed (worker.jobs counts them): arq counts only jobs that
-# raised, and a failed sync is handled.
+# The worker context's `SyncTally` (worker.jobs counts into it): arq counts only jobs that raised, and a
+# failed sync is handled.
 SYNCS_FAILED = "syncs_failed"
+
+
+@dataclass
+class SyncTally:
+    """Syncs a worker process saw fail. An object, not a number in the context: arq hands each job a copy
+    of the worker's context, so a number a job adds to is gone with the job."""
+
+    failed: int = 0
 # A worker silent for this many of its beats is gone (or stuck): `check` fails on it, and a live worker
 # hands its jobs on (worker.handover).
 DEAD_AFTER_BEATS = 5
@@ -78,7 +86,7 @@ async def beat(redis: Redis, worker_id: str, worker: Worker, started_at: float, 
         "started_at": f"{started_at:.3f}",
         "beat_at": f"{time.time():.3f}",
         "jobs_complete": worker.jobs_complete,
-        "jobs_failed": worker.jobs_failed + int(worker.ctx.get(SYNCS_FAILED, 0)),
+        "jobs_failed": worker.jobs_failed + worker.ctx.get(SYNCS_FAILED, SyncTally()).failed,
         "jobs_retried": worker.jobs_retried,
         "jobs_running": len(worker.tasks),
     }

@@ -28,7 +28,7 @@ from worker import keys
 from worker.config import Settings
 from worker.documents import Claim, Documents
 from worker.handover import track_job, untrack_job
-from worker.heartbeat import SYNCS_FAILED
+from worker.heartbeat import SYNCS_FAILED, SyncTally
 from worker.idmap import RedisIdMap
 from worker.metrics import (
     EVENTS_SETTLED,
@@ -68,6 +68,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     redis = ctx["redis"]
     ctx["store"] = EventStore.for_settings(redis, settings)
+    ctx[SYNCS_FAILED] = SyncTally()
     ctx["documents"] = Documents(
         redis,
         lease_ms=settings.lease_ms,
@@ -301,7 +302,7 @@ async def _sync_claimed(ctx: dict[str, Any], claim: Claim) -> list[str]:
     # Logged and counted before the events settle: whoever finds an event settled finds these too.
     if outcome["status"] == "failed":
         # Counted where it happened (the worker's heartbeat): arq sees a handled failure as a job done.
-        ctx[SYNCS_FAILED] = ctx.get(SYNCS_FAILED, 0) + 1
+        ctx[SYNCS_FAILED].failed += 1
         # A failure needs a person: at WARNING, with its reason, so it shows where INFO is filtered out.
         log.warning("sync.failed", reason=outcome.get("reason", ""), events=len(claim.event_ids))
     else:
