@@ -256,10 +256,14 @@ def test_a_list_or_table_from_the_environment_is_json_and_a_bad_one_names_its_va
         load_settings(write(tmp_path, GOOD))
     message = str(caught.value)
     assert (
-        "FACTSYNC_SOURCES__HOSTFACT__HOOK_SECRETS (environment, sources.hostfact.hook_secrets): is not JSON"
+        "FACTSYNC_SOURCES__HOSTFACT__HOOK_SECRETS (environment, sources.hostfact.hook_secrets): must be a"
         in message
     )
     assert HOOK_SECRET not in message
+    # The same in the file, where TOML has lists: the same words, naming the setting.
+    monkeypatch.delenv("FACTSYNC_SOURCES__HOSTFACT__HOOK_SECRETS")
+    with pytest.raises(ConfigError, match=r"  sources\.hostfact\.hook_secrets: must be a list or table"):
+        load_settings(write(tmp_path, GOOD.replace(f'["{HOOK_SECRET}"]', f'"{HOOK_SECRET}"')))
 
 
 def test_a_misspelt_variable_gets_a_did_you_mean_and_other_factsync_variables_are_left_alone(

@@ -85,7 +85,9 @@ class Section(BaseModel):
         try:
             return json.loads(value)
         except ValueError:
-            raise ValueError('is not JSON; a list or table is expected here, e.g. ["a", "b"]') from None
+            raise ValueError(
+                'must be a list or table; in a variable, write it as JSON, e.g. ["a", "b"]'
+            ) from None
 
 
 def _is_table(annotation: Any) -> bool:

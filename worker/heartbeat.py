@@ -38,6 +38,8 @@ class SyncTally:
     of the worker's context, so a number a job adds to is gone with the job."""
 
     failed: int = 0
+
+
 # A worker silent for this many of its beats is gone (or stuck): `check` fails on it, and a live worker
 # hands its jobs on (worker.handover).
 DEAD_AFTER_BEATS = 5
